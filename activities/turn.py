@@ -1,0 +1,229 @@
+"""The turn activity: runs an agent step by step, streaming events and checkpointing.
+
+A turn ends when the agent finishes, fails or calls delegation tools (the workflow
+executes those). After every step the turn flushes its events to the run's stream,
+then heartbeats a checkpoint; a retry on another worker resumes from the last
+checkpoint that reached the server and skips the events its dead attempt had
+already published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
+
+from agentrun.agents import AgentRegistry, AgentSpec, Step, StepContext, delegation_instructions
+from agentrun.constants import (
+    EVENTS_TOPIC,
+    HEARTBEAT_EVERY,
+    SIGNAL_ASSISTANT_OUTPUT,
+    STREAM_BATCH_INTERVAL,
+    TURN_ACTIVITY,
+)
+from agentrun.models import (
+    AgentEvent,
+    AssistantOutput,
+    Message,
+    TurnCheckpoint,
+    TurnInput,
+    TurnResult,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class _TurnEvents:
+    """Numbers a turn's events and drops the ones a previous attempt published."""
+
+    def __init__(self, topic: TopicHandle[AgentEvent], turn: TurnInput, start: int) -> None:
+        self._topic = topic
+        self._turn = turn
+        self.seq = start
+        self.published_up_to = -1
+
+    def publish(self, kind: str, **fields: Any) -> None:
+        event = AgentEvent.model_validate(
+            {
+                "run_id": self._turn.run_id,
+                "epoch": self._turn.epoch,
+                "turn": self._turn.turn,
+                "seq": self.seq,
+                "kind": kind,
+                **fields,
+            }
+        )
+        if event.seq > self.published_up_to:
+            self._topic.publish(event)
+        self.seq += 1
+
+    def message(self, message: Message) -> None:
+        self.publish("message", message=message)
+        for call in message.tool_calls:
+            self.publish("tool_call", tool_call=call)
+
+
+class TurnActivities:
+    """The turn activity, bound to a worker's agent registry."""
+
+    def __init__(self, registry: AgentRegistry) -> None:
+        """Keep the registry the turns resolve agent ids in."""
+        self._registry = registry
+
+    @activity.defn(name=TURN_ACTIVITY)
+    async def run_turn(self, turn: TurnInput) -> TurnResult:
+        """Run one turn of ``turn.agent_id`` on ``turn.messages``."""
+        spec = self._registry.get(turn.agent_id)
+        if spec is None:
+            return TurnResult(error=f"Unknown or unavailable agent_id: {turn.agent_id}")
+        info = activity.info()
+        client = activity.client()
+        # Pinned to this execution: a late turn of a stopped epoch cannot publish to,
+        # or signal, the run's next epoch.
+        handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
+        stream = WorkflowStreamClient(handle, client=client, batch_interval=STREAM_BATCH_INTERVAL)
+        async with stream:
+            checkpoint = _restored_checkpoint()
+            if checkpoint is None:
+                checkpoint = TurnCheckpoint(stream_offset=await stream.get_offset())
+            events = _TurnEvents(
+                stream.topic(EVENTS_TOPIC, type=AgentEvent), turn, checkpoint.events_published
+            )
+            if info.attempt > 1:
+                events.published_up_to = await _published_up_to(
+                    stream, turn, checkpoint.stream_offset
+                )
+            return await self._steps(spec, turn, checkpoint, events, stream, handle)
+
+    async def _steps(
+        self,
+        spec: AgentSpec,
+        turn: TurnInput,
+        checkpoint: TurnCheckpoint,
+        events: _TurnEvents,
+        stream: WorkflowStreamClient,
+        handle: WorkflowHandle[Any, Any],
+    ) -> TurnResult:
+        policy = self._registry.policy(spec)
+        try:
+            async with _heartbeating(lambda: checkpoint):
+                while True:
+                    step = await self._step(spec, turn, checkpoint, events)
+                    for message in step.messages:
+                        events.message(message)
+                    await stream.flush()
+                    checkpoint = _advance(checkpoint, step, events.seq)
+                    activity.heartbeat(checkpoint.model_dump(mode="json"))
+                    await _report_output(handle, turn, step)
+                    if step.finished or step.error is not None or step.tool_calls:
+                        break
+        except asyncio.CancelledError:
+            if not _stop_requested():
+                raise
+            # A stop: hand back what the turn produced so the thread keeps it.
+            return TurnResult(
+                messages=checkpoint.messages,
+                agent_state=checkpoint.agent_state,
+                stopped=True,
+                policy=policy,
+            )
+        return TurnResult(
+            messages=checkpoint.messages,
+            agent_state=checkpoint.agent_state,
+            tool_calls=step.tool_calls,
+            error=step.error,
+            policy=policy,
+        )
+
+    async def _step(
+        self, spec: AgentSpec, turn: TurnInput, checkpoint: TurnCheckpoint, events: _TurnEvents
+    ) -> Step:
+        policy = self._registry.policy(spec)
+        ctx = StepContext(
+            run_id=turn.run_id,
+            agent_id=turn.agent_id,
+            epoch=turn.epoch,
+            turn=turn.turn,
+            thread=[*turn.messages, *checkpoint.messages],
+            state=checkpoint.agent_state if checkpoint.steps else dict(turn.agent_state),
+            instructions=delegation_instructions(
+                policy.visible_agents, self._registry.describe, turn.children
+            ),
+            emit_text=lambda text: events.publish("text_delta", text=text),
+        )
+        return await spec.runtime.step(ctx)
+
+
+def _advance(checkpoint: TurnCheckpoint, step: Step, events_published: int) -> TurnCheckpoint:
+    return checkpoint.model_copy(
+        update={
+            "steps": checkpoint.steps + 1,
+            "messages": [*checkpoint.messages, *step.messages],
+            "agent_state": step.state,
+            "events_published": events_published,
+        }
+    )
+
+
+def _stop_requested() -> bool:
+    """Whether the cancel came from a stop (not a worker shutdown or timeout)."""
+    details = activity.cancellation_details()
+    return details is not None and details.cancel_requested
+
+
+def _restored_checkpoint() -> TurnCheckpoint | None:
+    """The last checkpoint a previous attempt heartbeated, validated; None if none."""
+    details = activity.info().heartbeat_details
+    if not details:
+        return None
+    try:
+        return TurnCheckpoint.model_validate(details[0])
+    except ValidationError as err:
+        # A checkpoint written by an incompatible version: start the turn over.
+        logger.warning("Ignoring unreadable turn checkpoint: %s", err)
+        return None
+
+
+async def _published_up_to(stream: WorkflowStreamClient, turn: TurnInput, offset: int) -> int:
+    """The highest ``seq`` of this turn's events already on the stream."""
+    end = await stream.get_offset()
+    highest = -1
+    if end <= offset:
+        return highest
+    async for item in stream.subscribe(EVENTS_TOPIC, from_offset=offset, result_type=AgentEvent):
+        if (item.data.epoch, item.data.turn) == (turn.epoch, turn.turn):
+            highest = max(highest, item.data.seq)
+        if item.offset >= end - 1:
+            break
+    return highest
+
+
+async def _report_output(handle: WorkflowHandle[Any, Any], turn: TurnInput, step: Step) -> None:
+    """Tell the run its latest assistant text, so ``agent_output`` sees it mid-turn."""
+    texts = [m.content for m in step.messages if m.role == "assistant" and m.content]
+    if texts:
+        output = AssistantOutput(epoch=turn.epoch, turn=turn.turn, text=texts[-1])
+        await handle.signal(SIGNAL_ASSISTANT_OUTPUT, output)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(checkpoint: Callable[[], TurnCheckpoint]) -> AsyncIterator[None]:
+    """Heartbeat the current checkpoint while a step runs, so cancels arrive promptly."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(checkpoint().model_dump(mode="json"))
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()

@@ -1,0 +1,33 @@
+"""Agents: the runtime interface turns drive, the registry, and the built-in agents."""
+
+from agentrun.agents._context import children_reminder, delegation_instructions
+from agentrun.agents._registry import AgentRegistry, AgentSpec
+from agentrun.agents._runtime import AgentRuntime, Step, StepContext
+from agentrun.agents.scripted import ScriptedAgent
+
+__all__ = [
+    "AgentRegistry",
+    "AgentRuntime",
+    "AgentSpec",
+    "ScriptedAgent",
+    "Step",
+    "StepContext",
+    "children_reminder",
+    "default_registry",
+    "delegation_instructions",
+]
+
+
+def default_registry() -> AgentRegistry:
+    """The registry every worker has: the built-in ``scripted`` agent.
+
+    ``scripted`` may delegate to itself: its scripts are finite, and the depth
+    limit still bounds a tree of them.
+    """
+    scripted = AgentSpec(
+        id="scripted",
+        runtime=ScriptedAgent(),
+        description="deterministic agent that follows a JSON script",
+        allow_self=True,
+    )
+    return AgentRegistry([scripted])

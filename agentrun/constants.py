@@ -1,0 +1,54 @@
+"""Names that the worker, the client, the tests and outside Temporal clients share.
+
+The workflow type, task queue, search attributes and query names are part of the
+public contract (``CONTRACT.md``): dashboards and scripts rely on them, so they are
+defined once here and imported everywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from temporalio.common import SearchAttributeKey
+
+WORKFLOW_TYPE = "AgentRun"
+DEFAULT_TASK_QUEUE = "agentrun"
+TASK_QUEUE_ENV = "AGENTRUN_TASK_QUEUE"
+
+OWNER_THREAD_ID = SearchAttributeKey.for_keyword("OwnerThreadId")
+AGENT_ID = SearchAttributeKey.for_keyword("AgentId")
+DELEGATION_STATUS = SearchAttributeKey.for_keyword("DelegationStatus")
+DELEGATION_EPOCH = SearchAttributeKey.for_int("DelegationEpoch")
+SEARCH_ATTRIBUTES = (OWNER_THREAD_ID, AGENT_ID, DELEGATION_STATUS, DELEGATION_EPOCH)
+
+QUERY_SUMMARY = "summary"
+QUERY_THREAD = "thread"
+QUERY_CHILDREN = "children"
+QUERY_RUN_STATE = "run_state"
+SIGNAL_ASSISTANT_OUTPUT = "assistant_output"
+
+EVENTS_TOPIC = "events"
+
+TURN_ACTIVITY = "agent_turn"
+READ_RUN_ACTIVITY = "read_run"
+
+# A cancel reaches an activity only in a heartbeat response, and heartbeats are sent
+# at most every 0.8 x heartbeat timeout, capped by the worker's throttle. A 0.3 s
+# throttle makes a cancel visible and a checkpoint durable within about half a
+# second; the 5 s timeout bounds how long a killed worker's turn waits for a retry.
+TURN_HEARTBEAT_TIMEOUT = timedelta(seconds=5)
+HEARTBEAT_THROTTLE = timedelta(milliseconds=300)
+HEARTBEAT_EVERY = 0.2
+TURN_START_TO_CLOSE = timedelta(hours=6)
+STREAM_BATCH_INTERVAL = timedelta(milliseconds=50)
+
+# Guards against runaway recursion: a tree never grows deeper than this, and one run
+# never delegates more than this many runs.
+MAX_DEPTH = 8
+MAX_CHILDREN_PER_RUN = 100
+
+
+def task_queue() -> str:
+    """The task queue from ``AGENTRUN_TASK_QUEUE``, or ``agentrun``."""
+    return os.environ.get(TASK_QUEUE_ENV) or DEFAULT_TASK_QUEUE

@@ -1,0 +1,240 @@
+"""The data that crosses Temporal: workflow input and results, turns, events, summaries.
+
+Every model here is JSON through the pydantic data converter, so any Temporal client
+can read and write it. Fields are added with defaults so that older starters and
+histories keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from temporalio.contrib.workflow_streams import WorkflowStreamState
+
+Role = Literal["user", "assistant", "system", "tool"]
+Status = Literal["running", "completed", "failed", "stopped"]
+TERMINAL: tuple[Status, ...] = ("completed", "failed", "stopped")
+
+
+class ToolCall(BaseModel):
+    """A delegation tool call made by an agent."""
+
+    id: str
+    name: str
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    """One message of a run's thread."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Role
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _null_content_is_empty(cls, value: object) -> object:
+        return "" if value is None else value
+
+    @classmethod
+    def user(cls, text: str) -> Message:
+        """A user message."""
+        return cls(role="user", content=text)
+
+
+class RunSummary(BaseModel):
+    """What a run is now: the shape every operation and tool returns."""
+
+    run_id: str
+    agent_id: str
+    status: Status
+    assistant: str | None = None
+    error: str | None = None
+    owner_thread_id: str = ""
+    parent_run_id: str | None = None
+    epoch: int = 1
+
+    def tool_view(self) -> dict[str, JsonValue]:
+        """The five fields a delegation tool returns to an agent."""
+        return self.model_dump(include={"run_id", "agent_id", "status", "assistant", "error"})
+
+
+class AgentRunInput(BaseModel):
+    """Input of the ``AgentRun`` workflow (see CONTRACT.md).
+
+    Only ``owner_thread_id``, ``agent_id`` and ``prompt``/``messages`` are for
+    starters; the rest is set by a parent run or by the resume path.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    owner_thread_id: str = Field(min_length=1)
+    agent_id: str = Field(min_length=1)
+    prompt: str | None = None
+    messages: list[Message] = Field(default_factory=list)
+    epoch: int = Field(default=1, ge=1)
+    parent_run_id: str | None = None
+    depth: int = Field(default=0, ge=0)
+    agent_state: dict[str, JsonValue] = Field(default_factory=dict)
+    children: list[RunSummary] = Field(default_factory=list)
+    stream_state: WorkflowStreamState | None = None
+
+    @field_validator("owner_thread_id", "agent_id", mode="after")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    def initial_thread(self) -> list[Message]:
+        """The thread the run starts with: prior messages plus the prompt."""
+        thread = list(self.messages)
+        if self.prompt is not None and self.prompt.strip():
+            thread.append(Message.user(self.prompt))
+        return thread
+
+    def check_prompt(self) -> None:
+        """Raise ValueError unless the run has a user message to answer.
+
+        A resumed run (epoch > 1) continues its thread and needs no new prompt.
+        """
+        thread = self.initial_thread()
+        if self.epoch > 1:
+            return
+        if not thread or thread[-1].role != "user":
+            raise ValueError("'prompt' is required unless 'messages' ends with a user message")
+
+
+def parse_run_input(raw: Any) -> AgentRunInput:
+    """Validate a starter's JSON into an ``AgentRunInput``.
+
+    Raises:
+        ValueError: with one line naming each bad field and what was expected.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"AgentRun input must be a JSON object, got {type(raw).__name__}")
+    try:
+        parsed = AgentRunInput.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError(f"Invalid AgentRun input: {describe_errors(err)}") from None
+    parsed.check_prompt()
+    return parsed
+
+
+def describe_errors(err: ValidationError) -> str:
+    """Pydantic errors as one line: ``field: problem (got value); ...``."""
+    parts = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "input"
+        got = repr(item.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        parts.append(f"{where}: {item['msg']} (got {got})")
+    return "; ".join(parts)
+
+
+class RunState(BaseModel):
+    """Everything a stopped run needs to be resumed as its next epoch."""
+
+    summary: RunSummary
+    thread: list[Message]
+    agent_state: dict[str, JsonValue] = Field(default_factory=dict)
+    children: list[RunSummary] = Field(default_factory=list)
+    depth: int = 0
+    stream_state: WorkflowStreamState | None = None
+
+
+EventKind = Literal[
+    "run_started",
+    "text_delta",
+    "message",
+    "tool_call",
+    "tool_result",
+    "child_started",
+    "child_finished",
+    "error",
+    "finish",
+]
+
+
+class AgentEvent(BaseModel):
+    """One event on a run's stream.
+
+    Events a turn activity publishes carry ``turn`` and a per-turn ``seq`` so that a
+    retried turn can recognise the events its killed attempt had already published.
+    """
+
+    run_id: str
+    epoch: int
+    kind: EventKind
+    turn: int = 0
+    seq: int = -1
+    text: str | None = None
+    message: Message | None = None
+    tool_call: ToolCall | None = None
+    summary: RunSummary | None = None
+
+
+class TurnInput(BaseModel):
+    """Input of one turn activity."""
+
+    run_id: str
+    owner_thread_id: str
+    agent_id: str
+    epoch: int
+    turn: int
+    depth: int
+    messages: list[Message]
+    agent_state: dict[str, JsonValue] = Field(default_factory=dict)
+    children: list[RunSummary] = Field(default_factory=list)
+
+
+class AgentPolicy(BaseModel):
+    """Which runs an agent may delegate, as the worker's registry says."""
+
+    visible_agents: list[str] = Field(default_factory=list)
+    max_depth: int = 8
+
+
+class TurnResult(BaseModel):
+    """What one turn produced: new messages, and why it ended."""
+
+    messages: list[Message] = Field(default_factory=list)
+    agent_state: dict[str, JsonValue] = Field(default_factory=dict)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    error: str | None = None
+    stopped: bool = False
+    policy: AgentPolicy = Field(default_factory=AgentPolicy)
+
+
+class TurnCheckpoint(BaseModel):
+    """A turn's progress, heartbeated after every step.
+
+    ``events_published`` counts the turn's events confirmed on the stream when the
+    checkpoint was taken; ``stream_offset`` is where the turn's first attempt found the
+    stream, so a retry scans only this turn's events for ones already published.
+    """
+
+    steps: int = 0
+    messages: list[Message] = Field(default_factory=list)
+    agent_state: dict[str, JsonValue] = Field(default_factory=dict)
+    events_published: int = 0
+    stream_offset: int = 0
+
+
+class AssistantOutput(BaseModel):
+    """Signal from a turn to its run: the agent's latest assistant text so far."""
+
+    epoch: int
+    turn: int
+    text: str
+
+
+class ReadRunInput(BaseModel):
+    """Input of the activity that reads another run's state."""
+
+    run_id: str

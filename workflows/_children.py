@@ -1,0 +1,305 @@
+"""The runs a run delegated: child workflows, their table, and the three tools.
+
+Deterministic workflow code. A child is an ``AgentRun`` child workflow whose ID is its
+run_id; a watcher task per child keeps the table current, and a result from an older
+epoch of a child never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pydantic import JsonValue
+from temporalio import workflow
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
+
+from agentrun.constants import (
+    AGENT_ID,
+    DELEGATION_EPOCH,
+    DELEGATION_STATUS,
+    MAX_CHILDREN_PER_RUN,
+    OWNER_THREAD_ID,
+    READ_RUN_ACTIVITY,
+    WORKFLOW_TYPE,
+)
+from agentrun.delegation import (
+    DelegationError,
+    RunArgs,
+    ToolResult,
+    error_result,
+    fork_messages,
+    not_resumable,
+    not_running,
+    parse_run_args,
+    required_run_id,
+    unknown_run,
+)
+from agentrun.models import (
+    AgentPolicy,
+    AgentRunInput,
+    EventKind,
+    Message,
+    ReadRunInput,
+    RunState,
+    RunSummary,
+    ToolCall,
+)
+
+# How long a stop waits for a stopped child to report that it has closed.
+STOP_SETTLE_TIMEOUT = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The run that owns the children."""
+
+    run_id: str
+    owner_thread_id: str
+    depth: int
+    task_queue: str
+
+
+class Children:
+    """The children table of one run, and the delegation tools that act on it."""
+
+    def __init__(
+        self,
+        parent: Parent,
+        carried: list[RunSummary],
+        publish: Callable[[EventKind, RunSummary], None],
+    ) -> None:
+        """Start from the children a previous epoch left (all settled by then)."""
+        self._parent = parent
+        self._publish = publish
+        self.table: dict[str, RunSummary] = {child.run_id: child for child in carried}
+        self.policy = AgentPolicy(visible_agents=[], max_depth=0)
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    def summaries(self) -> list[RunSummary]:
+        """Every child's summary, sorted by run_id."""
+        return [self.table[run_id] for run_id in sorted(self.table)]
+
+    def running(self) -> list[str]:
+        """Run ids of the children still running."""
+        return [run_id for run_id, child in self.table.items() if child.status == "running"]
+
+    async def execute(self, call: ToolCall, thread: list[Message]) -> ToolResult:
+        """Execute one delegation tool call; errors are results, never exceptions."""
+        try:
+            if call.name == "agent_run":
+                return await self._agent_run(parse_run_args(call.args), thread)
+            if call.name == "agent_stop":
+                return await self._agent_stop(required_run_id(call.args))
+            if call.name == "agent_output":
+                return await self._agent_output(required_run_id(call.args))
+        except DelegationError as err:
+            return error_result(err.code, str(err))
+        return error_result("unknown_tool", f"Unknown tool: {call.name}")
+
+    async def stop_all(self) -> None:
+        """Stop every running child and wait (bounded) until each has closed."""
+        running = self.running()
+        for run_id in running:
+            await self._cancel(run_id)
+        try:
+            await workflow.wait_condition(lambda: not self.running(), timeout=STOP_SETTLE_TIMEOUT)
+        except TimeoutError:
+            workflow.logger.warning("Children still closing after stop: %s", self.running())
+
+    async def _agent_run(self, args: RunArgs, thread: list[Message]) -> ToolResult:
+        if args.run_id is not None:
+            return await self._existing(args)
+        if args.agent_id is None:
+            raise DelegationError("missing 'agent_id'", code="invalid_arguments")
+        if args.prompt is None:
+            raise DelegationError("missing 'prompt'", code="invalid_arguments")
+        self._check_allowed(args.agent_id)
+        messages = fork_messages(thread) if args.fork_context else []
+        child = AgentRunInput(
+            owner_thread_id=self._parent.owner_thread_id,
+            agent_id=args.agent_id,
+            messages=[*messages, Message.user(args.prompt)],
+            parent_run_id=self._parent.run_id,
+            depth=self._parent.depth + 1,
+        )
+        run_id = f"{self._parent.run_id}.{len(self.table) + 1}"
+        await self._start(run_id, child)
+        return await self._settled_if_foreground(run_id, args.background)
+
+    def _check_allowed(self, agent_id: str) -> None:
+        if agent_id not in self.policy.visible_agents:
+            raise DelegationError(
+                f"Unknown or unavailable agent_id: {agent_id}", code="unknown_agent"
+            )
+        depth = self._parent.depth + 1
+        if depth > self.policy.max_depth:
+            raise DelegationError(
+                f"Cannot start '{agent_id}' at depth {depth}: "
+                f"the maximum delegation depth is {self.policy.max_depth}"
+            )
+        if len(self.table) >= MAX_CHILDREN_PER_RUN:
+            raise DelegationError(
+                f"Cannot start '{agent_id}': run '{self._parent.run_id}' already delegated "
+                f"{len(self.table)} runs, the most one run may delegate"
+            )
+
+    async def _existing(self, args: RunArgs) -> ToolResult:
+        run_id = args.run_id or ""
+        child = self.table.get(run_id)
+        if child is None:
+            raise unknown_run(run_id)
+        if child.status == "stopped":
+            return await self._resume(child, args.prompt, args.background)
+        if child.status == "running":
+            state = await self._read(run_id)
+            if state is not None and state.summary.epoch == child.epoch:
+                return state.summary.tool_view()
+        return child.tool_view()
+
+    async def _resume(self, child: RunSummary, prompt: str | None, background: bool) -> ToolResult:
+        state = await self._read(child.run_id)
+        if state is None:
+            raise unknown_run(child.run_id)
+        thread = [*state.thread, Message.user(prompt)] if prompt else state.thread
+        resumed = AgentRunInput(
+            owner_thread_id=self._parent.owner_thread_id,
+            agent_id=child.agent_id,
+            messages=thread,
+            epoch=state.summary.epoch + 1,
+            parent_run_id=self._parent.run_id,
+            depth=state.depth,
+            agent_state=state.agent_state,
+            children=state.children,
+            stream_state=state.stream_state,
+        )
+        await self._start(child.run_id, resumed)
+        return await self._settled_if_foreground(child.run_id, background)
+
+    async def resume(self, run_id: str, prompt: str | None) -> RunSummary:
+        """Resume a stopped child in the background (the owner's client asked)."""
+        child = self.table.get(run_id)
+        if child is None:
+            raise unknown_run(run_id)
+        if child.status != "stopped":
+            raise not_resumable(run_id, child.status)
+        await self._resume(child, prompt, background=True)
+        return self.table[run_id]
+
+    async def _agent_stop(self, run_id: str) -> ToolResult:
+        child = self.table.get(run_id)
+        if child is None:
+            raise unknown_run(run_id)
+        if child.status != "running":
+            raise not_running(run_id, child.status)
+        await self._cancel(run_id)
+        return await self._settled_if_foreground(run_id, background=False)
+
+    async def _agent_output(self, run_id: str) -> ToolResult:
+        child = self.table.get(run_id)
+        if child is None:
+            raise unknown_run(run_id)
+        if child.status == "running":
+            state = await self._read(run_id)
+            if state is not None and state.summary.epoch == child.epoch:
+                child = state.summary
+        output: JsonValue = child.assistant
+        return {
+            "run_id": run_id,
+            "agent_id": child.agent_id,
+            "status": child.status,
+            "output": output,
+        }
+
+    async def _start(self, run_id: str, child: AgentRunInput) -> None:
+        try:
+            handle = await workflow.start_child_workflow(
+                WORKFLOW_TYPE,
+                child,
+                id=run_id,
+                task_queue=self._parent.task_queue,
+                result_type=RunSummary,
+                search_attributes=_search_attributes(child),
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary=f"{child.agent_id} (epoch {child.epoch})",
+            )
+        except WorkflowAlreadyStartedError:
+            raise DelegationError(f"Run '{run_id}' is already running") from None
+        self.table[run_id] = RunSummary(
+            run_id=run_id,
+            agent_id=child.agent_id,
+            status="running",
+            owner_thread_id=child.owner_thread_id,
+            parent_run_id=self._parent.run_id,
+            epoch=child.epoch,
+        )
+        self._publish("child_started", self.table[run_id])
+        watcher = asyncio.create_task(self._watch(handle, run_id, child.epoch))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(
+        self, handle: ChildWorkflowHandle[object, RunSummary], run_id: str, epoch: int
+    ) -> None:
+        try:
+            summary = await handle
+        except ChildWorkflowError as err:
+            summary = await self._closed_summary(run_id, err)
+        current = self.table.get(run_id)
+        if current is None or current.epoch != epoch:
+            return  # a stale epoch never overwrites a newer one
+        self.table[run_id] = summary.model_copy(update={"epoch": epoch})
+        self._publish("child_finished", self.table[run_id])
+
+    async def _closed_summary(self, run_id: str, err: ChildWorkflowError) -> RunSummary:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.details:
+            try:
+                return RunSummary.model_validate(cause.details[0])
+            except ValueError:
+                pass
+        state = await self._read(run_id)
+        if state is not None and state.summary.status != "running":
+            return state.summary
+        known = self.table[run_id]
+        status = "failed" if isinstance(cause, ApplicationError) else "stopped"
+        return known.model_copy(update={"status": status, "error": str(cause or err)})
+
+    async def _settled_if_foreground(self, run_id: str, background: bool) -> ToolResult:
+        if not background:
+            epoch = self.table[run_id].epoch
+            await workflow.wait_condition(
+                lambda: self.table[run_id].status != "running" or self.table[run_id].epoch != epoch
+            )
+        return self.table[run_id].tool_view()
+
+    async def _cancel(self, run_id: str) -> None:
+        # A cancel request, not the child handle: it also reaches a child that a
+        # previous epoch of this run started, and its subtree follows natively.
+        await workflow.get_external_workflow_handle(run_id).cancel()
+
+    async def _read(self, run_id: str) -> RunState | None:
+        state: RunState | None = await workflow.execute_activity(
+            READ_RUN_ACTIVITY,
+            ReadRunInput(run_id=run_id),
+            result_type=RunState | None,  # type: ignore[arg-type]
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        return state
+
+
+def _search_attributes(child: AgentRunInput) -> TypedSearchAttributes:
+    """Children inherit no search attributes, so each is set explicitly."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(OWNER_THREAD_ID, child.owner_thread_id),
+            SearchAttributePair(AGENT_ID, child.agent_id),
+            SearchAttributePair(DELEGATION_STATUS, "running"),
+            SearchAttributePair(DELEGATION_EPOCH, child.epoch),
+        ]
+    )

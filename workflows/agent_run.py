@@ -1,0 +1,267 @@
+"""The ``AgentRun`` workflow: one execution per run epoch (CONTRACT.md).
+
+The agent runs in turns, each an activity; the delegation tools it calls are executed
+here, as child workflows. A stop is a Temporal cancel: it cascades to the subtree,
+and once requested the run ends ``stopped`` whatever its agent reports afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.contrib.workflow_streams import WorkflowStream
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
+
+from agentrun.constants import (
+    AGENT_ID,
+    DELEGATION_EPOCH,
+    DELEGATION_STATUS,
+    EVENTS_TOPIC,
+    OWNER_THREAD_ID,
+    QUERY_CHILDREN,
+    QUERY_RUN_STATE,
+    QUERY_SUMMARY,
+    QUERY_THREAD,
+    SIGNAL_ASSISTANT_OUTPUT,
+    TURN_ACTIVITY,
+    TURN_HEARTBEAT_TIMEOUT,
+    TURN_START_TO_CLOSE,
+    WORKFLOW_TYPE,
+)
+from agentrun.delegation import DelegationError, last_assistant_text
+from agentrun.models import (
+    AgentEvent,
+    AgentRunInput,
+    AssistantOutput,
+    EventKind,
+    Message,
+    RunState,
+    RunSummary,
+    Status,
+    ToolCall,
+    TurnInput,
+    TurnResult,
+    parse_run_input,
+)
+from workflows._children import Children, Parent
+
+TURN_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
+
+
+class ResumeChildRequest(BaseModel):
+    """Update input: resume one of this run's stopped children."""
+
+    run_id: str
+    prompt: str | None = None
+
+
+class _AgentFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class AgentRunWorkflow:
+    """One epoch of one run."""
+
+    @workflow.init
+    def __init__(self, raw: Any = None) -> None:
+        """Validate the input (bad input fails the run in ``run``) and open the stream."""
+        self._input_error: str | None = None
+        try:
+            self._input = parse_run_input(raw)
+        except ValueError as err:
+            self._input_error = str(err)
+            self._input = AgentRunInput(owner_thread_id="-", agent_id="-", prompt="-")
+        info = workflow.info()
+        self._run_id = info.workflow_id
+        self._parent_run_id = info.parent.workflow_id if info.parent else self._input.parent_run_id
+        self._stream = WorkflowStream(prior_state=self._input.stream_state)
+        self._events = self._stream.topic(EVENTS_TOPIC, type=AgentEvent)
+        self._thread: list[Message] = self._input.initial_thread()
+        self._agent_state = dict(self._input.agent_state)
+        self._status: Status = "running"
+        self._error: str | None = None
+        self._turn = 0
+        self._live_output: str | None = None
+        self._children = Children(
+            Parent(self._run_id, self._input.owner_thread_id, self._input.depth, info.task_queue),
+            self._input.children,
+            self._publish_child,
+        )
+
+    @workflow.run
+    async def run(self, raw: Any = None) -> RunSummary:
+        """Run the agent to its end; the result is the run summary."""
+        if self._input_error is not None:
+            raise ApplicationError(self._input_error, type="InvalidInput", non_retryable=True)
+        self._set_status("running")
+        self._publish("run_started")
+        try:
+            await self._converse()
+            # Background children finish before their parent does: nothing is orphaned.
+            await workflow.wait_condition(lambda: not self._children.running())
+        except asyncio.CancelledError:
+            await self._close_stopped()
+            raise
+        except _AgentFailed as failed:
+            await self._close_failed(failed.message)
+        if self._stop_requested():
+            await self._close_stopped()
+            raise asyncio.CancelledError
+        self._set_status("completed")
+        self._publish("finish", summary=self.summary())
+        return self.summary()
+
+    async def _converse(self) -> None:
+        while True:
+            result = await self._run_turn()
+            self._thread.extend(result.messages)
+            self._agent_state = result.agent_state
+            self._children.policy = result.policy
+            self._live_output = None
+            if self._stop_requested() or result.stopped:
+                raise asyncio.CancelledError
+            if result.error is not None:
+                raise _AgentFailed(result.error)
+            if not result.tool_calls:
+                return
+            await self._execute_tools(result.tool_calls)
+
+    async def _run_turn(self) -> TurnResult:
+        self._turn += 1
+        turn = TurnInput(
+            run_id=self._run_id,
+            owner_thread_id=self._input.owner_thread_id,
+            agent_id=self._input.agent_id,
+            epoch=self._input.epoch,
+            turn=self._turn,
+            depth=self._input.depth,
+            messages=self._thread,
+            agent_state=self._agent_state,
+            children=self._children.summaries(),
+        )
+        try:
+            result: TurnResult = await workflow.execute_activity(
+                TURN_ACTIVITY,
+                turn,
+                result_type=TurnResult,
+                start_to_close_timeout=TURN_START_TO_CLOSE,
+                heartbeat_timeout=TURN_HEARTBEAT_TIMEOUT,
+                retry_policy=TURN_RETRY,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"{self._input.agent_id} turn {self._turn}",
+            )
+            return result
+        except ActivityError as err:
+            if self._stop_requested():
+                raise asyncio.CancelledError from err
+            raise _AgentFailed(str(err.cause or err)) from err
+
+    async def _execute_tools(self, calls: list[ToolCall]) -> None:
+        thread = list(self._thread)
+        results = await asyncio.gather(*(self._children.execute(c, thread) for c in calls))
+        for call, result in zip(calls, results, strict=True):
+            message = Message(
+                role="tool", tool_call_id=call.id, name=call.name, content=json.dumps(result)
+            )
+            self._thread.append(message)
+            self._publish("tool_result", message=message)
+
+    async def _close_stopped(self) -> None:
+        self._set_status("stopped")
+        await self._children.stop_all()
+        self._publish("finish", summary=self.summary())
+
+    async def _close_failed(self, message: str) -> None:
+        self._error = message
+        self._set_status("failed")
+        await self._children.stop_all()
+        self._publish("error", text=message)
+        self._publish("finish", summary=self.summary())
+        raise ApplicationError(
+            message, self.summary().model_dump(mode="json"), type="AgentFailed", non_retryable=True
+        )
+
+    def _stop_requested(self) -> bool:
+        return workflow.cancellation_reason() is not None
+
+    def _set_status(self, status: Status) -> None:
+        self._status = status
+        updates: list[SearchAttributeUpdate[Any]] = [
+            OWNER_THREAD_ID.value_set(self._input.owner_thread_id),
+            AGENT_ID.value_set(self._input.agent_id),
+            DELEGATION_STATUS.value_set(status),
+            DELEGATION_EPOCH.value_set(self._input.epoch),
+        ]
+        workflow.upsert_search_attributes(updates)
+
+    def _publish(self, kind: EventKind, **fields: Any) -> None:
+        event = AgentEvent.model_validate(
+            {"run_id": self._run_id, "epoch": self._input.epoch, "kind": kind, **fields}
+        )
+        self._events.publish(event)
+
+    def _publish_child(self, kind: EventKind, summary: RunSummary) -> None:
+        self._publish(kind, summary=summary)
+
+    @workflow.signal(name=SIGNAL_ASSISTANT_OUTPUT)
+    def assistant_output(self, output: AssistantOutput) -> None:
+        """A running turn's latest assistant text (for ``agent_output``)."""
+        if (output.epoch, output.turn) == (self._input.epoch, self._turn):
+            self._live_output = output.text
+
+    @workflow.update(name="resume_child")
+    async def resume_child(self, request: ResumeChildRequest) -> RunSummary:
+        """Resume a stopped child of this run, keeping it in this run's tree."""
+        try:
+            return await self._children.resume(request.run_id, request.prompt)
+        except DelegationError as err:
+            raise ApplicationError(str(err), type=err.code, non_retryable=True) from None
+
+    @workflow.query(name=QUERY_SUMMARY)
+    def summary(self) -> RunSummary:
+        """The run summary, on an open or closed run."""
+        return RunSummary(
+            run_id=self._run_id,
+            agent_id=self._input.agent_id,
+            status=self._status,
+            assistant=self._live_output or last_assistant_text(self._thread),
+            error=self._error,
+            owner_thread_id=self._input.owner_thread_id,
+            parent_run_id=self._parent_run_id,
+            epoch=self._input.epoch,
+        )
+
+    @workflow.query(name=QUERY_THREAD)
+    def thread(self) -> list[Message]:
+        """The run's messages."""
+        return self._thread
+
+    @workflow.query(name=QUERY_CHILDREN)
+    def children(self) -> list[RunSummary]:
+        """Summaries of the runs it delegated."""
+        return self._children.summaries()
+
+    @workflow.query(name=QUERY_RUN_STATE)
+    def run_state(self) -> RunState:
+        """What resuming this run as its next epoch needs."""
+        return RunState(
+            summary=self.summary(),
+            thread=self._thread,
+            agent_state=self._agent_state,
+            children=self._children.summaries(),
+            depth=self._input.depth,
+            stream_state=self._stream.get_state(),
+        )
+
+
+__all__ = ["AgentRunWorkflow", "ResumeChildRequest"]
