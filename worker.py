@@ -22,6 +22,9 @@ from workflows import AgentRunWorkflow
 # A shutdown waits this long for turns to reach a checkpoint before cancelling them;
 # a cancelled turn is retried on another worker from its last checkpoint.
 GRACEFUL_SHUTDOWN = timedelta(seconds=5)
+# A run cached on a worker that died is handed to another worker after this long
+# (the SDK's default is 10 s); live workers take sticky tasks at once.
+STICKY_TIMEOUT = timedelta(seconds=2)
 
 
 def build_worker(
@@ -37,6 +40,7 @@ def build_worker(
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
     )
 
 

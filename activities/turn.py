@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -70,6 +70,13 @@ class _TurnEvents:
             self.publish("tool_call", tool_call=call)
 
 
+class _Progress:
+    """The turn's latest checkpoint, shared with the heartbeat loop."""
+
+    def __init__(self, checkpoint: TurnCheckpoint) -> None:
+        self.checkpoint = checkpoint
+
+
 class TurnActivities:
     """The turn activity, bound to a worker's agent registry."""
 
@@ -89,54 +96,58 @@ class TurnActivities:
         # or signal, the run's next epoch.
         handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
         stream = WorkflowStreamClient(handle, client=client, batch_interval=STREAM_BATCH_INTERVAL)
-        async with stream:
-            checkpoint = _restored_checkpoint()
-            if checkpoint is None:
-                checkpoint = TurnCheckpoint(stream_offset=await stream.get_offset())
+        restored = _restored_checkpoint()
+        progress = _Progress(restored or TurnCheckpoint())
+        # Heartbeat from the first moment: the stream queries below can wait on a
+        # workflow task, and a silent turn would time out and lose its checkpoint.
+        async with stream, _heartbeating(progress):
+            if restored is None:
+                progress.checkpoint = TurnCheckpoint(stream_offset=await stream.get_offset())
             events = _TurnEvents(
-                stream.topic(EVENTS_TOPIC, type=AgentEvent), turn, checkpoint.events_published
+                stream.topic(EVENTS_TOPIC, type=AgentEvent),
+                turn,
+                progress.checkpoint.events_published,
             )
             if info.attempt > 1:
                 events.published_up_to = await _published_up_to(
-                    stream, turn, checkpoint.stream_offset
+                    stream, turn, progress.checkpoint.stream_offset
                 )
-            return await self._steps(spec, turn, checkpoint, events, stream, handle)
+            return await self._steps(spec, turn, progress, events, stream, handle)
 
     async def _steps(
         self,
         spec: AgentSpec,
         turn: TurnInput,
-        checkpoint: TurnCheckpoint,
+        progress: _Progress,
         events: _TurnEvents,
         stream: WorkflowStreamClient,
         handle: WorkflowHandle[Any, Any],
     ) -> TurnResult:
         policy = self._registry.policy(spec)
         try:
-            async with _heartbeating(lambda: checkpoint):
-                while True:
-                    step = await self._step(spec, turn, checkpoint, events)
-                    for message in step.messages:
-                        events.message(message)
-                    await stream.flush()
-                    checkpoint = _advance(checkpoint, step, events.seq)
-                    activity.heartbeat(checkpoint.model_dump(mode="json"))
-                    await _report_output(handle, turn, step)
-                    if step.finished or step.error is not None or step.tool_calls:
-                        break
+            while True:
+                step = await self._step(spec, turn, progress.checkpoint, events)
+                for message in step.messages:
+                    events.message(message)
+                await stream.flush()
+                progress.checkpoint = _advance(progress.checkpoint, step, events.seq)
+                activity.heartbeat(progress.checkpoint.model_dump(mode="json"))
+                await _report_output(handle, turn, step)
+                if step.finished or step.error is not None or step.tool_calls:
+                    break
         except asyncio.CancelledError:
             if not _stop_requested():
                 raise
             # A stop: hand back what the turn produced so the thread keeps it.
             return TurnResult(
-                messages=checkpoint.messages,
-                agent_state=checkpoint.agent_state,
+                messages=progress.checkpoint.messages,
+                agent_state=progress.checkpoint.agent_state,
                 stopped=True,
                 policy=policy,
             )
         return TurnResult(
-            messages=checkpoint.messages,
-            agent_state=checkpoint.agent_state,
+            messages=progress.checkpoint.messages,
+            agent_state=progress.checkpoint.agent_state,
             tool_calls=step.tool_calls,
             error=step.error,
             policy=policy,
@@ -214,12 +225,12 @@ async def _report_output(handle: WorkflowHandle[Any, Any], turn: TurnInput, step
 
 
 @contextlib.asynccontextmanager
-async def _heartbeating(checkpoint: Callable[[], TurnCheckpoint]) -> AsyncIterator[None]:
-    """Heartbeat the current checkpoint while a step runs, so cancels arrive promptly."""
+async def _heartbeating(progress: _Progress) -> AsyncIterator[None]:
+    """Heartbeat the latest checkpoint all along, so cancels arrive promptly."""
 
     async def beat() -> None:
         while True:
-            activity.heartbeat(checkpoint().model_dump(mode="json"))
+            activity.heartbeat(progress.checkpoint.model_dump(mode="json"))
             await asyncio.sleep(HEARTBEAT_EVERY)
 
     task = asyncio.create_task(beat())

@@ -14,7 +14,14 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from agentrun.agents import AgentRegistry, AgentSpec, ScriptedAgent, default_registry
+from agentrun.agents import (
+    AgentRegistry,
+    AgentSpec,
+    ScriptedAgent,
+    Step,
+    StepContext,
+    default_registry,
+)
 from agentrun.client import AgentRunClient
 from agentrun.constants import SEARCH_ATTRIBUTES
 from agentrun.plugin import AgentRunPlugin
@@ -37,13 +44,22 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         search_attributes=SEARCH_ATTRIBUTES,
         plugins=[AgentRunPlugin()],
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
     )
     yield environment
     await environment.shutdown()
 
 
-def test_registry() -> AgentRegistry:
+class TellingAgent(ScriptedAgent):
+    """A scripted agent whose ``say: "{told}"`` repeats what it was told about delegation."""
+
+    async def step(self, ctx: StepContext) -> Step:
+        step = await super().step(ctx)
+        for message in step.messages:
+            message.content = message.content.replace("{told}", ctx.instructions or "(nothing)")
+        return step
+
+
+def registry_for_tests() -> AgentRegistry:
     """``scripted`` plus scripted agents with policies, for the delegation rules."""
     scripted = ScriptedAgent()
     return AgentRegistry(
@@ -54,6 +70,7 @@ def test_registry() -> AgentRegistry:
             AgentSpec(id="picky", runtime=scripted, excluded_agents=("helper",)),
             AgentSpec(id="loner", runtime=scripted, allowed_agents=()),
             AgentSpec(id="shallow", runtime=scripted, max_depth=1, allow_self=True),
+            AgentSpec(id="teller", runtime=TellingAgent(), allowed_agents=("scripted",)),
         ]
     )
 
@@ -73,7 +90,7 @@ def owner() -> str:
 @pytest.fixture
 async def worker(env: WorkflowEnvironment, queue: str) -> AsyncIterator[Worker]:
     """An in-process worker on the test's queue with the test registry."""
-    running = build_worker(env.client, test_registry(), queue)
+    running = build_worker(env.client, registry_for_tests(), queue)
     async with running:
         yield running
 

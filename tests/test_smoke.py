@@ -21,7 +21,10 @@ async def test_delegation_foreground_and_background(runs: AgentRunClient, owner:
         "scripted",
         script(
             {"tool": "agent_run", "args": {"agent_id": "scripted", "prompt": child}},
-            {"tool": "agent_run", "args": {"agent_id": "scripted", "prompt": child, "background": True}},
+            {
+                "tool": "agent_run",
+                "args": {"agent_id": "scripted", "prompt": child, "background": True},
+            },
             {"say": "planner done"},
         ),
     )

@@ -1,0 +1,81 @@
+"""Small helpers the tests share: scripts, polling, history reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from agentrun.constants import TURN_ACTIVITY
+from agentrun.models import Message
+
+T = TypeVar("T")
+
+
+def script(*steps: dict[str, Any]) -> str:
+    """A scripted agent prompt."""
+    return json.dumps({"steps": list(steps)})
+
+
+def run(agent_id: str, prompt: str | dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An ``agent_run`` tool step."""
+    return {"tool": "agent_run", "args": {"agent_id": agent_id, "prompt": prompt, **extra}}
+
+
+def tool(name: str, **args: Any) -> dict[str, Any]:
+    """Any tool step."""
+    return {"tool": name, "args": args}
+
+
+def child(*steps: dict[str, Any]) -> dict[str, Any]:
+    """A nested script, as a child's prompt."""
+    return {"steps": list(steps)}
+
+
+def tool_results(thread: list[Message] | None) -> list[dict[str, Any]]:
+    """The JSON of each tool result in a thread, in order."""
+    assert thread is not None
+    return [json.loads(m.content) for m in thread if m.role == "tool"]
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool],
+    timeout: float = 15.0,
+    every: float = 0.1,
+) -> T:
+    """Poll ``probe`` until ``accept`` holds; the last value (asserting it holds)."""
+    deadline = time.monotonic() + timeout
+    value = await probe()
+    while not accept(value) and time.monotonic() < deadline:
+        await asyncio.sleep(every)
+        value = await probe()
+    assert accept(value), f"still not accepted after {timeout}s: {value!r}"
+    return value
+
+
+async def history_events(client: Client, run_id: str, run: str | None = None) -> list[Any]:
+    """The history events of the run's latest (or given) execution."""
+    history = await client.get_workflow_handle(run_id, run_id=run).fetch_history()
+    return list(history.events)
+
+
+async def turn_results(client: Client, run_id: str) -> list[dict[str, Any]]:
+    """The decoded results of the run's completed turn activities."""
+    results = []
+    types: dict[int, str] = {}
+    for event in await history_events(client, run_id):
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            types[event.event_id] = (
+                event.activity_task_scheduled_event_attributes.activity_type.name
+            )
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            attributes = event.activity_task_completed_event_attributes
+            if types.get(attributes.scheduled_event_id) == TURN_ACTIVITY:
+                results.append(json.loads(attributes.result.payloads[0].data))
+    return results

@@ -1,0 +1,113 @@
+"""Bad input fails the run at once with a message naming the problem."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from agentrun.client import AgentRunClient
+from agentrun.constants import DELEGATION_STATUS, WORKFLOW_TYPE
+from tests.helpers import script
+
+CASES: list[tuple[str, Any, str]] = [
+    ("missing owner", {"agent_id": "scripted", "prompt": "hi"}, "owner_thread_id: Field required"),
+    (
+        "blank owner",
+        {"owner_thread_id": " ", "agent_id": "scripted", "prompt": "hi"},
+        "owner_thread_id",
+    ),
+    ("missing agent", {"owner_thread_id": "t", "prompt": "hi"}, "agent_id: Field required"),
+    ("missing prompt", {"owner_thread_id": "t", "agent_id": "scripted"}, "'prompt' is required"),
+    (
+        "wrong types",
+        {"owner_thread_id": "t", "agent_id": 42, "prompt": ["hi"]},
+        "agent_id: Input should be a valid string (got 42)",
+    ),
+    (
+        "bad message",
+        {"owner_thread_id": "t", "agent_id": "scripted", "messages": [{"role": "robot"}]},
+        "messages.0.role",
+    ),
+    ("not an object", ["owner", "agent"], "must be a JSON object, got list"),
+    (
+        "unknown agent",
+        {"owner_thread_id": "t", "agent_id": "nobody", "prompt": "hi"},
+        "Unknown or unavailable agent_id: nobody",
+    ),
+    (
+        "malformed script",
+        {"owner_thread_id": "t", "agent_id": "scripted", "prompt": script({"say": 1, "sleep": 2})},
+        "Invalid script: step 1 must have exactly one of 'say', 'sleep', 'tool', 'fail'",
+    ),
+    (
+        "bad step value",
+        {"owner_thread_id": "t", "agent_id": "scripted", "prompt": script({"sleep": "long"})},
+        "Invalid script: step 1: sleep: Input should be a valid number",
+    ),
+    (
+        "unknown tool",
+        {"owner_thread_id": "t", "agent_id": "scripted", "prompt": script({"tool": "rm"})},
+        "Invalid script: step 1: tool: Input should be 'agent_run', 'agent_stop' or 'agent_output'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "payload", "expected"), CASES, ids=[c[0] for c in CASES])
+async def test_bad_input_fails_the_run_at_once_naming_the_problem(
+    temporal: Client, runs: AgentRunClient, queue: str, name: str, payload: Any, expected: str
+):
+    started = time.monotonic()
+    handle = await temporal.start_workflow(
+        WORKFLOW_TYPE, payload, id=f"bad-{queue}-{name.replace(' ', '-')}", task_queue=queue
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await asyncio.wait_for(handle.result(), 10)
+    assert expected in str(failure.value.cause)
+    assert time.monotonic() - started < 10
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.FAILED
+
+
+async def test_agent_failure_fails_the_workflow_and_sets_status(
+    temporal: Client, runs: AgentRunClient, owner: str
+):
+    run_id = await runs.start(
+        owner, "scripted", script({"say": "trying"}, {"fail": "disk on fire"})
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await temporal.get_workflow_handle(run_id).result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.message == "disk on fire"
+    description = await temporal.get_workflow_handle(run_id).describe()
+    assert description.typed_search_attributes.get(DELEGATION_STATUS) == "failed"
+
+
+async def test_worker_keeps_serving_good_runs_alongside_bad_ones(
+    temporal: Client, runs: AgentRunClient, owner: str, queue: str
+):
+    good = [
+        runs.start(owner, "scripted", script({"sleep": 0.3}, {"say": f"ok {i}"})) for i in range(3)
+    ]
+    bad = [
+        temporal.start_workflow(
+            WORKFLOW_TYPE, {"junk": i}, id=f"junk-{queue}-{i}", task_queue=queue
+        )
+        for i in range(3)
+    ]
+    started = await asyncio.gather(*good, *bad)
+    for run_id in started[:3]:
+        summary = await runs.wait(owner, run_id, timeout=20)
+        assert summary.status == "completed"
+
+
+async def test_client_start_rejects_a_missing_prompt_before_starting(
+    runs: AgentRunClient, owner: str
+):
+    with pytest.raises(ValueError, match="'prompt' is required"):
+        await runs.start(owner, "scripted", None)
+    assert await runs.all(owner) == []

@@ -1,0 +1,60 @@
+"""Owner scoping and listing (DELEGATION.md section 3 and 6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentrun.client import AgentRunClient, DelegationError
+from tests.helpers import eventually, script
+
+LONG = {"sleep": 60}
+
+
+async def test_owners_cannot_see_read_stop_or_resume_each_others_runs(
+    runs: AgentRunClient, owner: str
+):
+    mine = await runs.start(owner, "scripted", script({"say": "secret"}, LONG))
+    await eventually(lambda: runs.summary(owner, mine), lambda s: s and s.assistant == "secret")
+    intruder = f"{owner}-intruder"
+    assert await runs.summary(intruder, mine) is None
+    assert await runs.thread(intruder, mine) is None
+    assert await runs.all(intruder) == []
+    for attempt in (runs.stop_tree(intruder, mine), runs.resume(intruder, mine)):
+        with pytest.raises(DelegationError) as err:
+            await attempt
+        # Exactly what a run that does not exist gives: nothing reveals it exists.
+        assert str(err.value) == f"Unknown run_id: {mine}"
+    with pytest.raises(DelegationError, match=f"^Unknown run_id: {mine}$"):
+        async for _ in runs.events(intruder, mine):
+            pass
+    await runs.stop_tree(owner, mine)
+    with pytest.raises(DelegationError, match=f"^Unknown run_id: {mine}$"):
+        await runs.resume(intruder, mine)
+    summary = await runs.summary(owner, mine)
+    assert summary is not None and summary.status == "stopped"
+
+
+async def test_running_or_stopped_excludes_completed_and_failed_sorted_by_run_id(
+    runs: AgentRunClient, owner: str
+):
+    ids = {name: f"{owner}-{name}" for name in ("d-running", "a-stopped", "c-done", "b-failed")}
+    await runs.start(owner, "scripted", script(LONG), run_id=ids["d-running"])
+    await runs.start(owner, "scripted", script(LONG), run_id=ids["a-stopped"])
+    await runs.start(owner, "scripted", "ok", run_id=ids["c-done"])
+    await runs.start(owner, "scripted", script({"fail": "bad"}), run_id=ids["b-failed"])
+    await runs.stop_tree(owner, ids["a-stopped"])
+    await runs.wait(owner, ids["c-done"], timeout=20)
+    await runs.wait(owner, ids["b-failed"], timeout=20)
+    everything = await eventually(lambda: runs.all(owner), lambda found: len(found) == 4)
+    assert [(s.run_id, s.status) for s in everything] == [
+        (ids["a-stopped"], "stopped"),
+        (ids["b-failed"], "failed"),
+        (ids["c-done"], "completed"),
+        (ids["d-running"], "running"),
+    ]
+    live = await runs.running_or_stopped(owner)
+    assert [(s.run_id, s.status) for s in live] == [
+        (ids["a-stopped"], "stopped"),
+        (ids["d-running"], "running"),
+    ]
+    await runs.stop_tree(owner, ids["d-running"])

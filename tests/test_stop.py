@@ -1,0 +1,160 @@
+"""Stopping runs and trees (DELEGATION.md sections 2, 3 and 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from agentrun.client import AgentRunClient, DelegationError
+from agentrun.constants import DELEGATION_STATUS
+from agentrun.models import AgentRunInput
+from tests.helpers import child, eventually, run, script, turn_results
+
+LONG = {"sleep": 60}
+
+
+async def three_level_tree(runs: AgentRunClient, owner: str) -> str:
+    grandchild = child({"say": "grandchild working"}, LONG)
+    middle = child(run("scripted", grandchild, background=True), LONG)
+    root = await runs.start(
+        owner, "scripted", script(run("scripted", middle, background=True), LONG)
+    )
+    await eventually(lambda: runs.summary(owner, f"{root}.1.1"), lambda s: s is not None)
+    return root
+
+
+async def test_stop_tree_stops_parent_child_and_grandchild(runs: AgentRunClient, owner: str):
+    root = await three_level_tree(runs, owner)
+    stopped = await runs.stop_tree(owner, root)
+    assert [(s.run_id, s.status) for s in stopped] == [
+        (root, "stopped"),
+        (f"{root}.1", "stopped"),
+        (f"{root}.1.1", "stopped"),
+    ]
+    assert stopped[2].assistant == "grandchild working"
+
+
+async def test_stop_tree_leaves_another_owners_run_under_the_same_parent(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    root = await three_level_tree(runs, owner)
+    foreign = AgentRunInput(
+        owner_thread_id="someone-else", agent_id="scripted", prompt=script(LONG), parent_run_id=root
+    )
+    await runs._start(f"{root}.foreign", foreign)
+    with pytest.raises(DelegationError, match=f"^Unknown run_id: {root}$"):
+        await runs.stop_tree("someone-else", root)
+    await runs.stop_tree(owner, root)
+    other = await runs.summary("someone-else", f"{root}.foreign")
+    assert other is not None and other.status == "running"
+    await runs.stop_tree("someone-else", f"{root}.foreign")
+
+
+async def test_second_stop_and_stop_of_completed_are_not_running(runs: AgentRunClient, owner: str):
+    run_id = await runs.start(owner, "scripted", script(LONG))
+    await runs.stop_tree(owner, run_id)
+    with pytest.raises(DelegationError) as second:
+        await runs.stop_tree(owner, run_id)
+    assert str(second.value) == f"Run '{run_id}' is not running (current status: stopped)"
+    done = await runs.start(owner, "scripted", "hi")
+    await runs.wait(owner, done, timeout=20)
+    with pytest.raises(DelegationError) as completed:
+        await runs.stop_tree(owner, done)
+    assert str(completed.value) == f"Run '{done}' is not running (current status: completed)"
+
+
+async def test_stop_of_unknown_run(runs: AgentRunClient, owner: str):
+    with pytest.raises(DelegationError) as unknown:
+        await runs.stop_tree(owner, "run-that-never-was")
+    assert str(unknown.value) == "Unknown run_id: run-that-never-was"
+
+
+async def test_ten_start_at_once_and_five_stop_at_once(runs: AgentRunClient, owner: str):
+    run_ids = await asyncio.gather(
+        *(runs.start(owner, "scripted", script(LONG), run_id=f"{owner}-{i:02}") for i in range(10))
+    )
+    summaries = [await runs.summary(owner, r) for r in run_ids]
+    assert all(s is not None and s.epoch == 1 and s.status == "running" for s in summaries)
+    listed = await eventually(
+        lambda: runs.running_or_stopped(owner), lambda found: len(found) == 10
+    )
+    assert [s.run_id for s in listed] == sorted(run_ids)
+    assert {s.status for s in listed} == {"running"}
+    await asyncio.gather(*(runs.stop_tree(owner, r) for r in run_ids[:5]))
+    after = await runs.running_or_stopped(owner)
+    assert [s.status for s in after] == ["stopped"] * 5 + ["running"] * 5
+    await asyncio.gather(*(runs.stop_tree(owner, r) for r in run_ids[5:]))
+
+
+async def test_stop_right_after_start_stays_stopped(runs: AgentRunClient, owner: str):
+    run_id = await runs.start(owner, "scripted", script({"sleep": 0.5}, {"say": "finished"}))
+    await runs.stop_tree(owner, run_id)
+    await asyncio.sleep(1.5)
+    summary = await runs.summary(owner, run_id)
+    assert summary is not None and summary.status == "stopped"
+    assert summary.assistant is None
+
+
+async def test_cancellation_wins_over_a_completed_agent(runs: AgentRunClient, owner: str):
+    # The agent has answered; the run waits for its background child when stopped.
+    run_id = await runs.start(
+        owner, "scripted", script(run("scripted", child(LONG), background=True), {"say": "answer"})
+    )
+    await eventually(lambda: runs.summary(owner, run_id), lambda s: s and s.assistant == "answer")
+    await runs.stop_tree(owner, run_id)
+    summary = await runs.summary(owner, run_id)
+    assert summary is not None and summary.status == "stopped" and summary.assistant == "answer"
+
+
+async def test_cancel_of_root_stops_three_level_tree_within_three_seconds(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    root = await three_level_tree(runs, owner)
+    tree = [root, f"{root}.1", f"{root}.1.1"]
+    started = time.monotonic()
+    await temporal.get_workflow_handle(root).cancel()
+    for run_id in tree:
+        handle = temporal.get_workflow_handle(run_id)
+        description = await eventually(
+            handle.describe, lambda d: d.status != WorkflowExecutionStatus.RUNNING, timeout=3
+        )
+        assert description.status == WorkflowExecutionStatus.CANCELED
+        assert description.typed_search_attributes.get(DELEGATION_STATUS) == "stopped"
+    assert time.monotonic() - started < 3.0
+    for run_id in tree:
+        # Each run's sleeping turn saw the cancel and handed back its partial turn.
+        assert (await turn_results(temporal, run_id))[-1]["stopped"] is True
+
+
+async def test_stopping_a_middle_run_leaves_parent_and_siblings_running(
+    runs: AgentRunClient, owner: str
+):
+    middle = child(run("scripted", child(LONG), background=True), LONG)
+    root = await runs.start(
+        owner,
+        "scripted",
+        script(
+            run("scripted", middle, background=True),
+            run("scripted", child(LONG), background=True),
+            LONG,
+        ),
+    )
+    await eventually(lambda: runs.summary(owner, f"{root}.1.1"), lambda s: s is not None)
+    await eventually(lambda: runs.summary(owner, f"{root}.2"), lambda s: s is not None)
+    stopped = await runs.stop_tree(owner, f"{root}.1")
+    assert [(s.run_id, s.status) for s in stopped] == [
+        (f"{root}.1", "stopped"),
+        (f"{root}.1.1", "stopped"),
+    ]
+    for run_id in (root, f"{root}.2"):
+        summary = await runs.summary(owner, run_id)
+        assert summary is not None and summary.status == "running"
+    children = await eventually(
+        lambda: runs.temporal.get_workflow_handle(root).query("children"),
+        lambda found: [c["status"] for c in found] == ["stopped", "running"],
+    )
+    assert len(children) == 2
+    await runs.stop_tree(owner, root)
