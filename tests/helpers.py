@@ -45,7 +45,7 @@ def tool_results(thread: list[Message] | None) -> list[dict[str, Any]]:
 
 async def eventually(
     probe: Callable[[], Awaitable[T]],
-    accept: Callable[[T], bool],
+    accept: Callable[[T], object],
     timeout: float = 15.0,
     every: float = 0.1,
 ) -> T:

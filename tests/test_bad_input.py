@@ -99,8 +99,8 @@ async def test_worker_keeps_serving_good_runs_alongside_bad_ones(
         )
         for i in range(3)
     ]
-    started = await asyncio.gather(*good, *bad)
-    for run_id in started[:3]:
+    good_ids, _ = await asyncio.gather(asyncio.gather(*good), asyncio.gather(*bad))
+    for run_id in good_ids:
         summary = await runs.wait(owner, run_id, timeout=20)
         assert summary.status == "completed"
 

@@ -58,7 +58,8 @@ async def test_cli_lists_by_owner_status_and_root_and_cancel_stops_the_subtree(
 
     running_query = f"OwnerThreadId='{owner}' AND DelegationStatus='running'"
     listed = await eventually(
-        lambda: cli(env, "workflow", "list", "--query", running_query), lambda l: ids(l) == tree
+        lambda: cli(env, "workflow", "list", "--query", running_query),
+        lambda listing: ids(listing) == tree,
     )
     assert ids(listed) == tree
     in_tree = await cli(env, "workflow", "list", "--query", f"RootWorkflowId='{root}'")
@@ -94,7 +95,8 @@ async def test_cli_lists_by_owner_status_and_root_and_cancel_stops_the_subtree(
         assert closed.typed_search_attributes.get(DELEGATION_STATUS) == "stopped"
     stopped_query = f"OwnerThreadId='{owner}' AND DelegationStatus='stopped'"
     await eventually(
-        lambda: cli(env, "workflow", "list", "--query", stopped_query), lambda l: ids(l) == tree
+        lambda: cli(env, "workflow", "list", "--query", stopped_query),
+        lambda listing: ids(listing) == tree,
     )
 
 

@@ -3,7 +3,7 @@ import json
 from agentrun.client import AgentRunClient
 
 
-def script(*steps: dict) -> str:
+def script(*steps: dict[str, object]) -> str:
     return json.dumps({"steps": list(steps)})
 
 
@@ -31,6 +31,7 @@ async def test_delegation_foreground_and_background(runs: AgentRunClient, owner:
     summary = await runs.wait(owner, run_id, timeout=30)
     assert summary.status == "completed", summary
     thread = await runs.thread(owner, run_id)
+    assert thread is not None
     tools = [json.loads(m.content) for m in thread if m.role == "tool"]
     assert tools[0]["status"] == "completed" and tools[0]["assistant"] == "child done"
     assert tools[1]["status"] == "running"

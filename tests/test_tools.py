@@ -11,14 +11,16 @@ from temporalio.client import Client
 from agentrun.client import AgentRunClient
 from agentrun.delegation import fork_messages
 from agentrun.models import Message, ToolCall
-from tests.helpers import child, eventually, history_events, run, script, tool, tool_results
+from tests.helpers import child, history_events, run, script, tool, tool_results
 
 
 def error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-async def results_of(runs: AgentRunClient, owner: str, agent_id: str, *steps: dict) -> list[dict]:
+async def results_of(
+    runs: AgentRunClient, owner: str, agent_id: str, *steps: dict[str, Any]
+) -> list[dict[str, Any]]:
     run_id = await runs.start(owner, agent_id, script(*steps))
     summary = await runs.wait(owner, run_id, timeout=30)
     assert summary.status == "completed", summary
@@ -225,7 +227,8 @@ def test_fork_filter_drops_unpaired_calls_and_results_and_keeps_text():
 async def test_tool_results_are_json_the_agent_can_read(runs: AgentRunClient, owner: str):
     run_id = await runs.start(owner, "scripted", script(run("scripted", "hi")))
     await runs.wait(owner, run_id, timeout=20)
-    thread = await eventually(lambda: runs.thread(owner, run_id), lambda t: t is not None)
+    thread = await runs.thread(owner, run_id)
+    assert thread is not None
     call, result = thread[1], thread[2]
     assert call.tool_calls[0].name == "agent_run"
     assert result.tool_call_id == call.tool_calls[0].id

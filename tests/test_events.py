@@ -1,0 +1,77 @@
+"""A run's event stream: live, after close, from an offset, merged with descendants."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agentrun.client import AgentRunClient, StreamedEvent
+from tests.helpers import child, run, script
+
+
+async def collect(runs: AgentRunClient, owner: str, run_id: str, **options) -> list[StreamedEvent]:
+    return [event async for event in runs.events(owner, run_id, **options)]
+
+
+async def test_events_live_equal_events_after_close_and_resume_from_an_offset(
+    runs: AgentRunClient, owner: str
+):
+    run_id = await runs.start(
+        owner, "scripted", script({"say": "one two three"}, {"sleep": 0.5}, {"say": "four"})
+    )
+    live = await asyncio.wait_for(collect(runs, owner, run_id), 20)
+    after = await collect(runs, owner, run_id)
+    assert live == after
+    assert [e.offset for e in after] == list(range(len(after)))
+    kinds = [e.event.kind for e in after]
+    assert kinds == [
+        "run_started",
+        *["text_delta"] * 3,
+        "message",
+        "text_delta",
+        "message",
+        "finish",
+    ]
+    assert after[-1].event.summary is not None
+    assert after[-1].event.summary.status == "completed"
+    assert await collect(runs, owner, run_id, from_offset=4) == after[4:]
+
+
+async def test_events_with_descendants_merge_every_run_of_the_tree(
+    runs: AgentRunClient, owner: str
+):
+    grandchild = child({"say": "deep"})
+    run_id = await runs.start(
+        owner,
+        "scripted",
+        script(
+            run("scripted", child(run("scripted", grandchild), {"say": "middle"}), background=True),
+            run("scripted", child({"say": "side"})),
+            {"say": "top"},
+        ),
+    )
+    merged = await asyncio.wait_for(collect(runs, owner, run_id, descendants=True), 30)
+    by_run: dict[str, list[StreamedEvent]] = {}
+    for item in merged:
+        by_run.setdefault(item.event.run_id, []).append(item)
+    assert set(by_run) == {run_id, f"{run_id}.1", f"{run_id}.1.1", f"{run_id}.2"}
+    for events in by_run.values():
+        # Each run's events arrive whole and in order, from its first to its finish.
+        assert [e.offset for e in events] == list(range(len(events)))
+        assert events[-1].event.kind == "finish"
+    said = {
+        e.event.run_id: e.event.message.content
+        for e in merged
+        if e.event.kind == "message" and e.event.message and e.event.message.content
+    }
+    assert said == {
+        run_id: "top",
+        f"{run_id}.1": "middle",
+        f"{run_id}.1.1": "deep",
+        f"{run_id}.2": "side",
+    }
+    started = [
+        e.event.summary.run_id
+        for e in merged
+        if e.event.kind == "child_started" and e.event.summary
+    ]
+    assert sorted(started) == [f"{run_id}.1", f"{run_id}.1.1", f"{run_id}.2"]
