@@ -96,13 +96,12 @@ class TurnActivities:
         # or signal, the run's next epoch.
         handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
         stream = WorkflowStreamClient(handle, client=client, batch_interval=STREAM_BATCH_INTERVAL)
-        restored = _restored_checkpoint()
-        progress = _Progress(restored or TurnCheckpoint())
-        # Heartbeat from the first moment: the stream queries below can wait on a
+        progress = _Progress(
+            _restored_checkpoint() or TurnCheckpoint(stream_offset=turn.stream_offset)
+        )
+        # Heartbeat from the first moment: the stream query a retry makes can wait on a
         # workflow task, and a silent turn would time out and lose its checkpoint.
         async with stream, _heartbeating(progress):
-            if restored is None:
-                progress.checkpoint = TurnCheckpoint(stream_offset=await stream.get_offset())
             events = _TurnEvents(
                 stream.topic(EVENTS_TOPIC, type=AgentEvent),
                 turn,

@@ -191,6 +191,7 @@ class TurnInput(BaseModel):
     messages: list[Message]
     agent_state: dict[str, JsonValue] = Field(default_factory=dict)
     children: list[RunSummary] = Field(default_factory=list)
+    stream_offset: int = 0
 
 
 class AgentPolicy(BaseModel):
@@ -215,8 +216,8 @@ class TurnCheckpoint(BaseModel):
     """A turn's progress, heartbeated after every step.
 
     ``events_published`` counts the turn's events confirmed on the stream when the
-    checkpoint was taken; ``stream_offset`` is where the turn's first attempt found the
-    stream, so a retry scans only this turn's events for ones already published.
+    checkpoint was taken; ``stream_offset`` is the stream's length when the turn was
+    scheduled, so a retry scans only this turn's events for ones already published.
     """
 
     steps: int = 0

@@ -52,6 +52,7 @@ from agentrun.models import (
 )
 from workflows._children import Children, Parent
 
+STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
 TURN_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
 
 
@@ -148,6 +149,7 @@ class AgentRunWorkflow:
             messages=self._thread,
             agent_state=self._agent_state,
             children=self._children.summaries(),
+            stream_offset=self._stream_offset(),
         )
         try:
             result: TurnResult = await workflow.execute_activity(
@@ -190,6 +192,11 @@ class AgentRunWorkflow:
         raise ApplicationError(
             message, self.summary().model_dump(mode="json"), type="AgentFailed", non_retryable=True
         )
+
+    def _stream_offset(self) -> int:
+        # The stream's documented offset query, read in-process: no round trip.
+        offset = workflow.get_query_handler(STREAM_OFFSET_QUERY)
+        return int(offset()) if offset else 0
 
     def _stop_requested(self) -> bool:
         return workflow.cancellation_reason() is not None
