@@ -38,6 +38,7 @@ from agentrun.constants import (
 )
 from agentrun.delegation import DelegationError, not_resumable, not_running, unknown_run
 from agentrun.models import AgentEvent, AgentRunInput, Message, RunState, RunSummary
+from agentrun.webui import static_details, static_summary
 
 __all__ = ["AgentRunClient", "DelegationError", "StreamedEvent"]
 
@@ -269,7 +270,8 @@ class AgentRunClient:
             id=run_id,
             task_queue=self.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            static_summary=f"{run_input.agent_id} (epoch {run_input.epoch})",
+            static_summary=static_summary(run_input),
+            static_details=static_details(run_input, run_id),
         )
 
     async def _query(self, run_id: str, name: str, result_type: type[T]) -> T | None:

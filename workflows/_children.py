@@ -49,6 +49,7 @@ from agentrun.models import (
     RunSummary,
     ToolCall,
 )
+from agentrun.webui import static_details, static_summary
 
 # How long a stop waits for a stopped child to report that it has closed.
 STOP_SETTLE_TIMEOUT = timedelta(seconds=30)
@@ -226,7 +227,8 @@ class Children:
                 search_attributes=_search_attributes(child),
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                static_summary=f"{child.agent_id} (epoch {child.epoch})",
+                static_summary=static_summary(child),
+                static_details=static_details(child, run_id),
             )
         except WorkflowAlreadyStartedError:
             raise DelegationError(f"Run '{run_id}' is already running") from None

@@ -50,6 +50,7 @@ from agentrun.models import (
     TurnResult,
     parse_run_input,
 )
+from agentrun.webui import current_details
 from workflows._children import Children, Parent
 
 STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
@@ -216,6 +217,10 @@ class AgentRunWorkflow:
             {"run_id": self._run_id, "epoch": self._input.epoch, "kind": kind, **fields}
         )
         self._events.publish(event)
+        self._show(_describe(event))
+
+    def _show(self, last_event: str) -> None:
+        workflow.set_current_details(current_details(last_event, self._children.summaries()))
 
     def _publish_child(self, kind: EventKind, summary: RunSummary) -> None:
         self._publish(kind, summary=summary)
@@ -225,6 +230,7 @@ class AgentRunWorkflow:
         """A running turn's latest assistant text (for ``agent_output``)."""
         if (output.epoch, output.turn) == (self._input.epoch, self._turn):
             self._live_output = output.text
+            self._show(f"turn {output.turn} said: {output.text[:80]}")
 
     @workflow.update(name="resume_child")
     async def resume_child(self, request: ResumeChildRequest) -> RunSummary:
@@ -269,6 +275,15 @@ class AgentRunWorkflow:
             depth=self._input.depth,
             stream_state=self._stream.get_state(),
         )
+
+
+def _describe(event: AgentEvent) -> str:
+    """An event in a few words, for the Web UI's current details."""
+    if event.summary is not None:
+        return f"{event.kind} `{event.summary.run_id}` {event.summary.status}"
+    if event.message is not None and event.message.content:
+        return f"{event.kind}: {event.message.content[:80]}"
+    return event.kind if event.text is None else f"{event.kind}: {event.text[:80]}"
 
 
 __all__ = ["AgentRunWorkflow", "ResumeChildRequest"]

@@ -1,0 +1,54 @@
+"""What the Temporal Web UI shows of a run: summary, details, turn summaries."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client
+
+from agentrun.client import AgentRunClient
+from tests.helpers import child, eventually, history_events, run, script
+
+
+async def test_run_pages_show_agent_prompt_owner_lineage_and_live_details(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    run_id = await runs.start(
+        owner,
+        "scripted",
+        script(
+            {"say": "hello"}, run("scripted", child({"sleep": 60}), background=True), {"sleep": 60}
+        ),
+    )
+    await eventually(lambda: runs.summary(owner, f"{run_id}.1"), lambda s: s is not None)
+    root = await temporal.get_workflow_handle(run_id).describe()
+    assert (await root.static_summary() or "").startswith('scripted: {"steps": [{"say": "hello"}')
+    details = await root.static_details() or ""
+    assert f"**owner thread** `{owner}`" in details
+    assert "none (root run)" in details
+    assert f"temporal workflow cancel --workflow-id {run_id}" in details
+
+    described = await temporal.get_workflow_handle(f"{run_id}.1").describe()
+    child_details = await described.static_details() or ""
+    assert f"**parent run** `{run_id}`" in child_details and "**depth** 1" in child_details
+
+    live = await eventually(
+        lambda: _current_details(temporal, run_id), lambda d: f"`{run_id}.1`" in d
+    )
+    assert "**running**" in live
+    events = await history_events(temporal, run_id)
+    scheduled = [
+        e.user_metadata.summary.data
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert b"scripted turn 1" in scheduled[0]
+    await runs.stop_tree(owner, run_id)
+
+
+async def _current_details(temporal: Client, run_id: str) -> str:
+    """The run's current details, as the Web UI reads them."""
+    metadata: WorkflowMetadata = await temporal.get_workflow_handle(run_id).query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    return str(metadata.current_details)
