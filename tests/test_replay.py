@@ -1,0 +1,89 @@
+"""Determinism: recorded histories replay on the current workflow code.
+
+``tests/histories/*.json`` were recorded from representative runs (fan-out, stop,
+resume, failure, bad input). A workflow change that would break running workflows
+fails here. To record them anew (only after a deliberate, versioned change):
+``AGENTRUN_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_replay.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.worker import Replayer
+
+from agentrun.client import AgentRunClient
+from agentrun.plugin import AgentRunPlugin
+from tests.helpers import child, run, script, tool
+from workflows import AgentRunWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def record_representative_runs(runs: AgentRunClient, owner: str) -> dict[str, str]:
+    """Run one of each shape; the run ids to record, by history name."""
+    fan_out = await runs.start(
+        owner,
+        "scripted",
+        script(
+            {"say": "planning"},
+            run("scripted", child({"say": "a"}), background=True),
+            run("scripted", child(run("scripted", "deep"), {"say": "b"})),
+            run("scripted", child({"sleep": 60}), background=True),
+            {"sleep": 0.3},
+            tool("agent_output", run_id="$1"),
+            tool("agent_stop", run_id="$3"),
+            tool("agent_run", run_id="$3", prompt="resumed"),
+            {"say": "done"},
+        ),
+    )
+    await runs.wait(owner, fan_out, timeout=30)
+    stopped = await runs.start(owner, "scripted", script({"say": "x"}, {"sleep": 60}))
+    await runs.stop_tree(owner, stopped)
+    resumed = await runs.start(owner, "scripted", script({"sleep": 60}))
+    await runs.stop_tree(owner, resumed)
+    await runs.resume(owner, resumed, "again")
+    await runs.wait(owner, resumed, timeout=20)
+    failed = await runs.start(owner, "scripted", script({"fail": "nope"}))
+    await runs.wait(owner, failed, timeout=20)
+    return {
+        "fan_out": fan_out,
+        "fan_out_child": f"{fan_out}.2",
+        "stopped_child": f"{fan_out}.3",
+        "stopped": stopped,
+        "resumed": resumed,
+        "failed": failed,
+    }
+
+
+@pytest.mark.skipif(not os.environ.get("AGENTRUN_RECORD_HISTORIES"), reason="recording only")
+async def test_record_histories(runs: AgentRunClient, temporal: Client, owner: str):
+    HISTORIES.mkdir(exist_ok=True)
+    for name, run_id in (await record_representative_runs(runs, owner)).items():
+        history = await temporal.get_workflow_handle(run_id).fetch_history()
+        # The workflow ID is part of what replays; it rides in the file name.
+        (HISTORIES / f"{name}@{run_id}.json").write_text(history.to_json())
+
+
+async def test_recorded_histories_replay_on_current_code():
+    files = sorted(HISTORIES.glob("*.json"))
+    assert len(files) >= 5, "recorded histories are missing"
+    replayer = Replayer(workflows=[AgentRunWorkflow], plugins=[AgentRunPlugin()])
+    for path in files:
+        workflow_id = path.stem.split("@", 1)[1]
+        history = WorkflowHistory.from_json(workflow_id, path.read_text())
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+async def test_fresh_histories_replay_on_current_code(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    replayer = Replayer(workflows=[AgentRunWorkflow], plugins=[AgentRunPlugin()])
+    for run_id in (await record_representative_runs(runs, owner)).values():
+        history = await temporal.get_workflow_handle(run_id).fetch_history()
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, f"{run_id}: {result.replay_failure}"
