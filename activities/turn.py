@@ -111,6 +111,8 @@ class TurnActivities:
                 events.published_up_to = await _published_up_to(
                     stream, turn, progress.checkpoint.stream_offset
                 )
+                if not spec.runtime.replays_exactly:
+                    events.seq = max(events.seq, events.published_up_to + 1)
             return await self._steps(spec, turn, progress, events, stream, handle)
 
     async def _steps(

@@ -53,7 +53,15 @@ class Step:
 
 
 class AgentRuntime(Protocol):
-    """An agent implementation: scripted, or backed by a model."""
+    """An agent implementation: scripted, or backed by a model.
+
+    ``replays_exactly`` says whether a retried step produces the very same events
+    (a deterministic agent): then a retry skips the events its dead attempt already
+    published. A model's retried step says something new, so its events follow the
+    published ones instead.
+    """
+
+    replays_exactly: bool
 
     async def step(self, ctx: StepContext) -> Step:
         """Take the next step on ``ctx.thread``; must be resumable from ``ctx.state``."""

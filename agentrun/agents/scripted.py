@@ -94,6 +94,8 @@ def _parse_step(index: int, raw: object) -> ScriptStep:
 class ScriptedAgent:
     """Runs the script in the thread's last user message, one step at a time."""
 
+    replays_exactly = True
+
     async def step(self, ctx: StepContext) -> Step:
         """Advance the script by one step (or one slice of a sleep)."""
         script_at = _last_user_index(ctx.thread)
