@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import time
 import uuid
@@ -22,6 +23,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
+from agentrun.agents import AgentRegistry, AgentSpec, default_registry
+from agentrun.agents.model import ModelAgent
+from agentrun.agents.registry_file import build_model
 from agentrun.client import AgentRunClient, StreamedEvent
 from agentrun.constants import QUERY_CHILDREN
 from agentrun.models import AgentEvent, RunSummary, Status
@@ -31,6 +35,15 @@ from worker import build_worker
 __all__ = ["DEMO_DIR", "RunNode", "ended_as_scripted", "main", "planner_script", "run_demo"]
 
 DEMO_DIR = Path(".temporal")
+DEMO_MODEL_ENV = "AGENTRUN_DEMO_MODEL"
+DEMO_BASE_URL_ENV = "AGENTRUN_DEMO_BASE_URL"
+PLANNER_INSTRUCTIONS = (
+    "You are a planner. Split the task into three parts and give each to a 'writer' "
+    "with agent_run, background=true. Stop one of them with agent_stop if it is not "
+    "needed, read the others with agent_output once they are done, then answer in "
+    "three sentences."
+)
+MODEL_TASK = "Explain why durable execution matters for AI agents: cost, safety, and users."
 RUN_TIMEOUT = 60.0
 EVENTS_DRAIN_TIMEOUT = 10.0
 DETAIL_WIDTH = 120
@@ -89,6 +102,40 @@ def planner_script() -> str:
     return json.dumps(planner)
 
 
+def demo_registry(model: str | None) -> AgentRegistry:
+    """``scripted``, plus, with a model, a model-driven ``planner`` and ``writer``.
+
+    Args:
+        model: A pydantic-ai model string (``openai:gpt-4o-mini``), or None for the
+            offline scripted demo. ``AGENTRUN_DEMO_BASE_URL`` points an ``openai:``
+            model at any OpenAI-compatible server.
+    """
+    builtins = default_registry()
+    if not model:
+        return builtins
+    llm = build_model(model, os.environ.get(DEMO_BASE_URL_ENV) or None)
+    scripted = builtins.get("scripted")
+    assert scripted is not None
+    return AgentRegistry(
+        [
+            scripted,
+            AgentSpec(
+                id="planner",
+                runtime=ModelAgent(llm, PLANNER_INSTRUCTIONS),
+                description="plans the work and delegates it",
+                allowed_agents=("writer",),
+                max_depth=1,
+            ),
+            AgentSpec(
+                id="writer",
+                runtime=ModelAgent(llm, "You write one short, precise paragraph."),
+                description="writes one short paragraph on a topic",
+                allowed_agents=(),
+            ),
+        ]
+    )
+
+
 @dataclass
 class RunNode:
     """A run and the runs it delegated, as the ``summary`` and ``children`` queries say."""
@@ -109,12 +156,15 @@ async def run_demo(console: Console, demo_dir: Path = DEMO_DIR) -> bool:
     async with server:
         console.print(f"Temporal dev server on [bold]{server.address}[/], UI {_ui(server)}")
         queue = f"demo-{tag}"
-        async with build_worker(server.client, queue=queue):
+        model = os.environ.get(DEMO_MODEL_ENV)
+        async with build_worker(server.client, demo_registry(model), queue=queue):
             runs = AgentRunClient(server.client, queue)
             # The database is the demo's own, so short fixed names cannot collide.
-            tree = await _run_tree(console, runs, owner="demo", run_id="planner")
+            agent, prompt = ("planner", MODEL_TASK) if model else ("scripted", planner_script())
+            tree = await _run_tree(console, runs, "demo", "planner", agent, prompt)
         console.print(_render(tree))
-        ok = ended_as_scripted(tree)
+        # A model plans its own tree; only the scripted one has a known shape.
+        ok = tree.summary.status == "completed" if model else ended_as_scripted(tree)
         _print_where(console, server, tree.summary.run_id)
     console.print(
         f"Server stopped. Browse this tree again with: agentrun server --db {server.db} "
@@ -128,9 +178,11 @@ async def run_demo(console: Console, demo_dir: Path = DEMO_DIR) -> bool:
     return ok
 
 
-async def _run_tree(console: Console, runs: AgentRunClient, owner: str, run_id: str) -> RunNode:
+async def _run_tree(
+    console: Console, runs: AgentRunClient, owner: str, run_id: str, agent: str, prompt: str
+) -> RunNode:
     """Start the planner, print the tree's events until it ends; the final tree."""
-    await runs.start(owner, "scripted", planner_script(), run_id=run_id)
+    await runs.start(owner, agent, prompt, run_id=run_id)
     console.rule(f"events of {run_id} and its descendants")
     printer = asyncio.create_task(_print_events(console, runs, owner, run_id))
     try:

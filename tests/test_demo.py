@@ -10,6 +10,7 @@ from pathlib import Path
 
 from agentrun.demo import RunNode, ended_as_scripted
 from agentrun.models import RunSummary, Status
+from tests.fake_openai import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,3 +61,27 @@ def test_demo_fails_when_the_slow_worker_was_not_stopped():
     )
     assert ended_as_scripted(as_scripted)
     assert not ended_as_scripted(not_stopped)
+
+
+def test_demo_runs_against_an_openai_compatible_server(tmp_path: Path):
+    fake = FakeOpenAI()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "agentrun.cli", "demo", "--dir", str(tmp_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env={
+                **os.environ,
+                "COLUMNS": "200",
+                "AGENTRUN_DEMO_MODEL": "openai:echo",
+                "AGENTRUN_DEMO_BASE_URL": fake.base_url,
+            },
+        )
+    finally:
+        fake.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "planner completed  You said: Explain why durable execution matters" in result.stdout
+    planner_request = fake.requests_for("echo")[0]
+    assert "You are a planner." in planner_request["messages"][0]["content"]
