@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 from activities import TurnActivities, read_run
 from agentrun.agents import AgentRegistry, default_registry
+from agentrun.agents.registry_file import RegistryError, load_registry
 from agentrun.connection import connect
 from agentrun.constants import HEARTBEAT_THROTTLE, task_queue
 from workflows import AgentRunWorkflow
@@ -45,9 +46,14 @@ def build_worker(
 
 
 async def run_worker(address: str | None = None) -> None:
-    """Run a worker until SIGINT or SIGTERM, then shut down gracefully."""
+    """Run a worker until SIGINT or SIGTERM, then shut down gracefully.
+
+    The agent registry file is read first: a bad one stops the worker before it
+    serves anything (RegistryError, naming the file and the line or key).
+    """
+    registry = load_registry()
     client = await connect(address)
-    worker = build_worker(client)
+    worker = build_worker(client, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -64,7 +70,10 @@ async def run_worker(address: str | None = None) -> None:
 def main() -> None:
     """Entry point of ``python worker.py``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    asyncio.run(run_worker())
+    try:
+        asyncio.run(run_worker())
+    except RegistryError as err:
+        raise SystemExit(f"agentrun worker: {err}") from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""A worker killed during a model-driven turn does not repeat an answered model call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from agentrun.client import AgentRunClient
+from tests.conftest import server_address
+from tests.fake_openai import FakeOpenAI
+from tests.helpers import eventually
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(env: WorkflowEnvironment, queue: str, agents: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": server_address(env),
+        "AGENTRUN_TASK_QUEUE": queue,
+        "AGENTRUN_AGENTS": str(agents),
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+    }
+
+
+def spawn(variables: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=variables)
+
+
+async def test_killed_model_turn_resumes_after_the_answered_call(
+    env: WorkflowEnvironment, temporal: Client, queue: str, owner: str, tmp_path: Path
+):
+    fake = FakeOpenAI()
+    agents = tmp_path / "agents.toml"
+    agents.write_text(
+        f'[agents.wanderer]\nmodel = "openai:wanderer"\nbase_url = "{fake.base_url}"\n'
+    )
+    variables = worker_env(env, queue, agents)
+    workers = [spawn(variables)]
+    try:
+        runs = AgentRunClient(temporal, queue)
+        run_id = await runs.start(owner, "wanderer", "find the thing")
+        # The first call answered (a tool it lacks); the second is streaming slowly.
+        await eventually(lambda: _count(fake), lambda n: n >= 2, timeout=20)
+        await asyncio.sleep(0.5)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        workers.append(spawn(variables))
+        summary = await runs.wait(owner, run_id, timeout=60)
+        thread = await runs.thread(owner, run_id)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+        fake.close()
+    assert (summary.status, summary.assistant) == ("completed", "found it after all")
+    requests = fake.requests_for("wanderer")
+    first_calls = [r for r in requests if not any(m["role"] == "tool" for m in r["messages"])]
+    assert len(first_calls) == 1, "the answered model call was made again"
+    assert len(requests) == 3  # the interrupted second call, once more after the kill
+    assert thread is not None
+    assert [m.role for m in thread] == ["user", "assistant", "tool", "assistant"]
+    assert thread[1].tool_calls[0].name == "web_search"
+    assert json.loads(thread[2].content)["error"]["code"] == "unknown_tool"
+
+
+async def _count(fake: FakeOpenAI) -> int:
+    return len(fake.requests_for("wanderer"))
+
+
+async def test_a_bad_registry_file_stops_the_worker_at_start(
+    env: WorkflowEnvironment, queue: str, tmp_path: Path
+):
+    agents = tmp_path / "agents.toml"
+    agents.write_text("[agents.planner]\nmodle = 'openai:gpt-4o'\n")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(ROOT / "worker.py")],
+        cwd=ROOT,
+        env=worker_env(env, queue, agents),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"agentrun worker: {agents}: agents.planner.model: Field required; "
+        "agents.planner.modle: Extra inputs are not permitted"
+    )
+    assert "Traceback" not in done.stderr
