@@ -103,3 +103,21 @@ def test_agent_list_and_reminder_are_bounded():
     assert delegation_instructions([], lambda _: "", children) == ""
     done = [RunSummary(run_id="r.1", agent_id="a", status="completed")]
     assert children_reminder(done) == ""
+
+
+def test_threads_convert_both_ways_without_loss():
+    from agentrun.agents._messages import from_model_messages, to_model_messages
+    from agentrun.models import Message, ToolCall
+
+    thread = [
+        Message(role="system", content="be brief"),
+        Message.user("plan it"),
+        Message(
+            role="assistant",
+            content="delegating",
+            tool_calls=[ToolCall(id="c1", name="agent_run", args={"agent_id": "w", "prompt": "x"})],
+        ),
+        Message(role="tool", tool_call_id="c1", name="agent_run", content='{"status": "completed"}'),
+        Message(role="assistant", content="done"),
+    ]
+    assert from_model_messages(to_model_messages(thread)) == thread

@@ -50,6 +50,33 @@ def from_model_response(response: ModelResponse) -> Message:
     return Message(role="assistant", content=text, tool_calls=calls)
 
 
+def from_model_messages(messages: list[ModelMessage]) -> list[Message]:
+    """pydantic-ai messages as an agentrun thread (the inverse of ``to_model_messages``).
+
+    Tool results keep the text the model read; every other part keeps its content.
+    """
+    thread: list[Message] = []
+    for message in messages:
+        if isinstance(message, ModelResponse):
+            thread.append(from_model_response(message))
+            continue
+        for part in message.parts:
+            if isinstance(part, SystemPromptPart):
+                thread.append(Message(role="system", content=part.content))
+            elif isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                thread.append(Message.user(part.content))
+            elif isinstance(part, ToolReturnPart):
+                thread.append(
+                    Message(
+                        role="tool",
+                        content=part.model_response_str(),
+                        tool_call_id=part.tool_call_id,
+                        name=part.tool_name,
+                    )
+                )
+    return thread
+
+
 def tool_result_text(content: str) -> str:
     """A tool result as the model reads it: errors as ``[CODE] MSG``."""
     try:
