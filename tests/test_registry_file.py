@@ -117,7 +117,9 @@ def test_threads_convert_both_ways_without_loss():
             content="delegating",
             tool_calls=[ToolCall(id="c1", name="agent_run", args={"agent_id": "w", "prompt": "x"})],
         ),
-        Message(role="tool", tool_call_id="c1", name="agent_run", content='{"status": "completed"}'),
+        Message(
+            role="tool", tool_call_id="c1", name="agent_run", content='{"status": "completed"}'
+        ),
         Message(role="assistant", content="done"),
     ]
     assert from_model_messages(to_model_messages(thread)) == thread
