@@ -24,6 +24,7 @@ from agentrun.agents import AgentRegistry, AgentSpec, Step, StepContext, delegat
 from agentrun.constants import (
     EVENTS_TOPIC,
     HEARTBEAT_EVERY,
+    QUERY_THREAD,
     SIGNAL_ASSISTANT_OUTPUT,
     STREAM_BATCH_INTERVAL,
     TURN_ACTIVITY,
@@ -102,6 +103,10 @@ class TurnActivities:
         # Heartbeat from the first moment: the stream query a retry makes can wait on a
         # workflow task, and a silent turn would time out and lose its checkpoint.
         async with stream, _heartbeating(progress):
+            if turn.thread_by_query:
+                # A long thread is read from the run, not carried in the turn's input.
+                thread = await handle.query(QUERY_THREAD, result_type=list[Message])
+                turn = turn.model_copy(update={"messages": thread})
             events = _TurnEvents(
                 stream.topic(EVENTS_TOPIC, type=AgentEvent),
                 turn,

@@ -16,6 +16,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
+    WorkflowContinuedAsNewError,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -296,8 +297,10 @@ class AgentRunClient:
     async def _closed(self, run_id: str) -> None:
         """Wait until the run's current execution has closed, however it closed."""
         handle = self.temporal.get_workflow_handle(run_id)
-        with contextlib.suppress(WorkflowFailureError, RPCError, TimeoutError):
-            await asyncio.wait_for(handle.result(follow_runs=False), _CLOSE_WAIT.total_seconds())
+        with contextlib.suppress(
+            WorkflowFailureError, WorkflowContinuedAsNewError, RPCError, TimeoutError
+        ):
+            await asyncio.wait_for(handle.result(follow_runs=True), _CLOSE_WAIT.total_seconds())
 
 
 def _quote(value: str) -> str:

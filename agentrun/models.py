@@ -83,6 +83,9 @@ class AgentRunInput(BaseModel):
     agent_state: dict[str, JsonValue] = Field(default_factory=dict)
     children: list[RunSummary] = Field(default_factory=list)
     stream_state: WorkflowStreamState | None = None
+    turn: int = Field(default=0, ge=0)
+    continued: bool = False
+    continue_as_new_after: int = Field(default=500, ge=1)
 
     @field_validator("owner_thread_id", "agent_id", mode="after")
     @classmethod
@@ -101,10 +104,11 @@ class AgentRunInput(BaseModel):
     def check_prompt(self) -> None:
         """Raise ValueError unless the run has a user message to answer.
 
-        A resumed run (epoch > 1) continues its thread and needs no new prompt.
+        A resumed run (epoch > 1) or a continued one continues its thread and needs
+        no new prompt.
         """
         thread = self.initial_thread()
-        if self.epoch > 1:
+        if self.epoch > 1 or self.continued:
             return
         if not thread or thread[-1].role != "user":
             raise ValueError("'prompt' is required unless 'messages' ends with a user message")
@@ -192,6 +196,7 @@ class TurnInput(BaseModel):
     agent_state: dict[str, JsonValue] = Field(default_factory=dict)
     children: list[RunSummary] = Field(default_factory=list)
     stream_offset: int = 0
+    thread_by_query: bool = False
 
 
 class AgentPolicy(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.contrib.workflow_streams import WorkflowStream
+from temporalio.contrib.workflow_streams import WorkflowStream, WorkflowStreamState
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
@@ -54,6 +54,11 @@ from agentrun.webui import current_details
 from workflows._children import Children, Parent
 
 STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
+# A turn gets its thread in its input while that is small; beyond this the turn reads
+# it with the ``thread`` query, so history does not grow with the square of the thread.
+INLINE_THREAD_BYTES = 16 * 1024
+# The newest events a continue-as-new carries: the rest of the input is the thread.
+CARRIED_STREAM_BYTES = 256 * 1024
 TURN_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
 
 
@@ -92,7 +97,8 @@ class AgentRunWorkflow:
         self._agent_state = dict(self._input.agent_state)
         self._status: Status = "running"
         self._error: str | None = None
-        self._turn = 0
+        self._turn = self._input.turn
+        self._turns_here = 0
         self._live_output: str | None = None
         self._children = Children(
             Parent(self._run_id, self._input.owner_thread_id, self._input.depth, info.task_queue),
@@ -106,7 +112,8 @@ class AgentRunWorkflow:
         if self._input_error is not None:
             raise ApplicationError(self._input_error, type="InvalidInput", non_retryable=True)
         self._set_status("running")
-        self._publish("run_started")
+        if not self._input.continued:
+            self._publish("run_started")
         try:
             await self._converse()
             # Background children finish before their parent does: nothing is orphaned.
@@ -125,6 +132,8 @@ class AgentRunWorkflow:
 
     async def _converse(self) -> None:
         while True:
+            if self._should_continue_as_new():
+                await self._continue_as_new()
             result = await self._run_turn()
             self._thread.extend(result.messages)
             self._agent_state = result.agent_state
@@ -138,8 +147,37 @@ class AgentRunWorkflow:
                 return
             await self._execute_tools(result.tool_calls)
 
+    def _should_continue_as_new(self) -> bool:
+        # Children belong to this execution (its close policy would cancel them), so a
+        # run continues as new only between children.
+        due = (
+            workflow.info().is_continue_as_new_suggested()
+            or self._turns_here >= self._input.continue_as_new_after
+        )
+        return due and not self._children.running()
+
+    async def _continue_as_new(self) -> None:
+        """Carry thread, children, epoch, turn count and the event stream to a new run."""
+        carried = self._input.model_copy(
+            update={
+                "prompt": None,
+                "messages": self._thread,
+                "parent_run_id": self._parent_run_id,
+                "agent_state": self._agent_state,
+                "children": self._children.summaries(),
+                "turn": self._turn,
+                "continued": True,
+            }
+        )
+        self._stream.truncate(_carried_stream_start(self._stream.get_state()))
+        await self._stream.continue_as_new(
+            lambda state: [carried.model_copy(update={"stream_state": state})]
+        )
+
     async def _run_turn(self) -> TurnResult:
         self._turn += 1
+        self._turns_here += 1
+        inline = _thread_size(self._thread) <= INLINE_THREAD_BYTES
         turn = TurnInput(
             run_id=self._run_id,
             owner_thread_id=self._input.owner_thread_id,
@@ -147,7 +185,8 @@ class AgentRunWorkflow:
             epoch=self._input.epoch,
             turn=self._turn,
             depth=self._input.depth,
-            messages=self._thread,
+            messages=self._thread if inline else [],
+            thread_by_query=not inline,
             agent_state=self._agent_state,
             children=self._children.summaries(),
             stream_offset=self._stream_offset(),
@@ -275,6 +314,27 @@ class AgentRunWorkflow:
             depth=self._input.depth,
             stream_state=self._stream.get_state(),
         )
+
+
+def _carried_stream_start(state: WorkflowStreamState) -> int:
+    """The first offset a continued run keeps: the newest events up to a size budget.
+
+    Live followers have seen every event; a reader asking for an offset before this
+    one is served from here (Workflow Streams truncation semantics).
+    """
+    kept = 0
+    start = state.base_offset + len(state.log)
+    for item in reversed(state.log):
+        kept += len(item.data) + len(item.topic)
+        if kept > CARRIED_STREAM_BYTES:
+            break
+        start -= 1
+    return start
+
+
+def _thread_size(thread: list[Message]) -> int:
+    """Roughly the thread's JSON size: its text, plus a little per message."""
+    return sum(len(m.content) + 64 + sum(len(str(c.args)) for c in m.tool_calls) for m in thread)
 
 
 def _describe(event: AgentEvent) -> str:
