@@ -1,0 +1,290 @@
+"""Large threads travel by reference; what cannot fit fails its run at once, clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
+from temporalio.converter import StorageDriverStoreContext as StoreContext
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from agentrun.agents import AgentRegistry, AgentSpec, ScriptedAgent, Step, StepContext
+from agentrun.client import AgentRunClient
+from agentrun.models import Message
+from agentrun.payload_guard import PayloadTooLargeError
+from agentrun.plugin import AgentRunPlugin, PayloadSettings
+from agentrun.storage import LocalStorageDriver, StorageConfigError, StorageSettings, parse_size
+from tests.conftest import registry_for_tests, server_address
+from tests.helpers import child, history_events, run, script
+from worker import build_worker
+
+MB = 1_000_000
+# An event in a run's history may hold payloads just under the storage threshold.
+LARGEST_EVENT = 256 * 1024 + 16 * 1024
+
+
+class BulkyAgent(ScriptedAgent):
+    """A scripted agent whose ``say: "<N bytes>"`` says N bytes, so a script stays small."""
+
+    async def step(self, ctx: StepContext) -> Step:
+        step = await super().step(ctx)
+        for message in step.messages:
+            if message.content.startswith("<") and message.content.endswith(" bytes>"):
+                message.content = "b" * int(message.content[1:-7])
+        return step
+
+
+def bulky(size: int) -> dict[str, str]:
+    """A ``say`` step of the bulky agent."""
+    return {"say": f"<{size} bytes>"}
+
+
+def registry() -> AgentRegistry:
+    tests = registry_for_tests()
+    specs = [spec for spec in map(tests.get, tests.ids()) if spec]
+    return AgentRegistry([*specs, AgentSpec(id="bulky", runtime=BulkyAgent(), allow_self=True)])
+
+
+async def connect_with(env: WorkflowEnvironment, payloads: PayloadSettings) -> Client:
+    return await Client.connect(server_address(env), plugins=[AgentRunPlugin(payloads)])
+
+
+@pytest.fixture
+async def stored(env: WorkflowEnvironment, queue: str, tmp_path: Path) -> AsyncIterator[Client]:
+    """A client and worker with local external storage under the test's directory."""
+    client = await connect_with(env, PayloadSettings(StorageSettings.local(tmp_path / "blobs")))
+    async with build_worker(client, registry(), queue):
+        yield client
+
+
+@pytest.fixture
+async def inline(env: WorkflowEnvironment, queue: str) -> AsyncIterator[Client]:
+    """A client and worker with external storage off."""
+    client = await connect_with(env, PayloadSettings(StorageSettings.off()))
+    async with build_worker(client, registry(), queue):
+        yield client
+
+
+def large_thread(total: int, parts: int = 20) -> list[Message]:
+    """``total`` bytes of prior conversation, alternating user and assistant."""
+    roles = ("user", "assistant")
+    return [
+        Message(role=roles[i % 2], content=f"{i:03d}" + "x" * (total // parts - 3))
+        for i in range(parts)
+    ]
+
+
+async def assert_history_small(client: Client, run_id: str) -> None:
+    events = await history_events(client, run_id)
+    sizes = [event.ByteSize() for event in events]
+    assert max(sizes) < LARGEST_EVENT, f"an event of {max(sizes)} bytes"
+    assert sum(sizes) < 2 * 1024 * 1024
+
+
+async def test_a_20_mb_thread_completes_by_reference_and_the_history_stays_small(
+    stored: Client, queue: str, owner: str, tmp_path: Path
+):
+    runs = AgentRunClient(stored, queue)
+    prior = large_thread(20 * MB)
+    run_id = await runs.start(owner, "scripted", script({"say": "read it all"}), messages=prior)
+
+    summary = await runs.wait(owner, run_id, timeout=120)
+    assert (summary.status, summary.assistant) == ("completed", "read it all")
+    thread = await runs.thread(owner, run_id)
+    assert thread is not None
+    assert thread[: len(prior)] == prior
+    assert sum(len(m.content) for m in thread) > 20 * MB
+    await assert_history_small(stored, run_id)
+    assert any((tmp_path / "blobs").rglob("*")), "nothing went to external storage"
+
+
+async def test_a_child_delegated_a_large_prompt_completes_and_reports_its_large_output(
+    stored: Client, queue: str, owner: str
+):
+    runs = AgentRunClient(stored, queue)
+    said = "c" * (3 * MB)
+    root = script(run("scripted", child({"say": said})), {"say": "done"})
+    run_id = await runs.start(owner, "scripted", root)
+
+    summary = await runs.wait(owner, run_id, timeout=120)
+    assert (summary.status, summary.assistant) == ("completed", "done")
+    child_summary = await runs.summary(owner, f"{run_id}.1")
+    assert child_summary is not None
+    assert (child_summary.status, child_summary.assistant) == ("completed", said)
+    thread = await runs.thread(owner, run_id)
+    assert thread is not None
+    assert said in next(m.content for m in thread if m.role == "tool")
+    await assert_history_small(stored, run_id)
+    await assert_history_small(stored, f"{run_id}.1")
+
+
+async def test_without_storage_a_20_mb_thread_is_refused_at_start_naming_size_and_limit(
+    inline: Client, queue: str, owner: str
+):
+    runs = AgentRunClient(inline, queue)
+    with pytest.raises(PayloadTooLargeError) as raised:
+        await runs.start(
+            owner, "scripted", "hi", messages=large_thread(20 * MB), run_id=f"{owner}-big"
+        )
+    message = str(raised.value)
+    assert "The input of workflow" in message
+    assert "20.0 MiB" in message or "19.1 MiB" in message
+    assert "2.0 MiB" in message
+    assert "AGENTRUN_STORAGE" in message
+    with pytest.raises(RPCError):
+        await inline.get_workflow_handle(f"{owner}-big").describe()
+
+
+async def test_without_storage_an_oversized_agent_output_fails_the_run_at_once(
+    inline: Client, queue: str, owner: str
+):
+    runs = AgentRunClient(inline, queue)
+    started = time.monotonic()
+    run_id = await runs.start(owner, "bulky", script(bulky(3 * MB)))
+
+    summary = await runs.wait(owner, run_id, timeout=60)
+    assert summary.status == "failed"
+    assert summary.error is not None
+    assert "MiB" in summary.error and "2.0 MiB" in summary.error, summary.error
+    assert time.monotonic() - started < 30
+    description = await inline.get_workflow_handle(run_id).describe()
+    assert description.status == WorkflowExecutionStatus.FAILED
+
+
+async def test_without_storage_a_thread_grown_past_the_limit_fails_the_run_not_the_task(
+    inline: Client, queue: str, owner: str
+):
+    runs = AgentRunClient(inline, queue)
+    hello = run("scripted", child({"say": "hi"}))
+    steps = (bulky(1_100_000), hello, bulky(1_100_000), hello, {"say": "never"})
+    run_id = await runs.start(owner, "bulky", script(*steps))
+
+    summary = await runs.wait(owner, run_id, timeout=60)
+    assert summary.status == "failed"
+    assert summary.error is not None
+    assert "MiB, over the 2.0 MiB of Temporal's limit" in summary.error, summary.error
+    assert "AGENTRUN_STORAGE" in summary.error
+    description = await inline.get_workflow_handle(run_id).describe()
+    assert description.status == WorkflowExecutionStatus.FAILED
+
+
+# --- the local driver and the settings ----------------------------------------------
+
+
+async def test_local_driver_stores_each_content_once_atomically_and_reads_it_back(
+    tmp_path: Path,
+):
+    driver = LocalStorageDriver(tmp_path)
+    payloads = [Payload(metadata={"encoding": b"json/plain"}, data=b"x" * 1000) for _ in "ab"]
+    claims = await driver.store(StoreContext(), payloads)
+    assert claims[0] == claims[1]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) == 1 and not files[0].name.startswith(".tmp")
+    [back] = await driver.retrieve(StorageDriverRetrieveContext(), claims[:1])
+    assert back == payloads[0]
+
+
+async def test_local_driver_names_a_missing_or_corrupt_blob_and_refuses_oversized_ones(
+    tmp_path: Path,
+):
+    driver = LocalStorageDriver(tmp_path, max_payload_size=1024)
+    [claim] = await driver.store(StoreContext(), [Payload(data=b"y" * 100)])
+    [blob] = [p for p in tmp_path.rglob("*") if p.is_file()]
+    blob.write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="corrupt"):
+        await driver.retrieve(StorageDriverRetrieveContext(), [claim])
+    blob.unlink()
+    with pytest.raises(FileNotFoundError, match="AGENTRUN_STORAGE_DIR"):
+        await driver.retrieve(StorageDriverRetrieveContext(), [claim])
+    with pytest.raises(PayloadTooLargeError, match=r"over the 1\.0 KiB"):
+        await driver.store(StoreContext(), [Payload(data=b"z" * 2000)])
+    with pytest.raises(ValueError, match="Not a local storage claim"):
+        await driver.retrieve(StorageDriverRetrieveContext(), [StorageDriverClaim({"a": "b"})])
+
+
+def test_storage_settings_come_from_the_environment(tmp_path: Path):
+    local = StorageSettings.from_env(
+        {
+            "AGENTRUN_STORAGE_DIR": str(tmp_path),
+            "AGENTRUN_STORAGE_THRESHOLD": "64KiB",
+            "AGENTRUN_STORAGE_MAX_PAYLOAD": "10MiB",
+        }
+    )
+    assert isinstance(local.driver, LocalStorageDriver)
+    assert local.driver.directory == tmp_path.resolve()
+    assert (local.threshold, local.max_payload_size) == (64 * 1024, 10 * 1024 * 1024)
+    assert StorageSettings.from_env({"AGENTRUN_STORAGE": "off"}).driver is None
+    assert (parse_size("2m", "X"), parse_size("300", "X")) == (2 * 1024 * 1024, 300)
+    described = PayloadSettings(local).describe()
+    assert described == f"payloads from 64.0 KiB stored in {tmp_path.resolve()}; not encrypted"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"AGENTRUN_STORAGE": "tape"}, "AGENTRUN_STORAGE='tape': expected 'local', 's3' or 'off'"),
+        ({"AGENTRUN_STORAGE": "s3"}, "AGENTRUN_STORAGE=s3 needs AGENTRUN_S3_BUCKET"),
+        ({"AGENTRUN_STORAGE_THRESHOLD": "big"}, "AGENTRUN_STORAGE_THRESHOLD='big' is not a size"),
+    ],
+)
+def test_bad_storage_settings_name_the_variable(environ: dict[str, str], expected: str):
+    with pytest.raises(StorageConfigError) as raised:
+        StorageSettings.from_env(environ)
+    assert expected in str(raised.value)
+
+
+# --- S3, against moto's S3 server on loopback ---------------------------------------
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's S3 server on a free loopback port, with a bucket; a boto3 client of it.
+
+    The worker's S3 driver finds the server and the fake credentials through the
+    standard AWS variables, as it would find a real one.
+    """
+    server_module = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="agentrun-payloads")
+    yield s3
+    server.stop()
+
+
+async def test_s3_storage_carries_a_large_thread(
+    env: WorkflowEnvironment, queue: str, owner: str, s3_bucket: Any
+):
+    settings = StorageSettings.from_env(
+        {"AGENTRUN_STORAGE": "s3", "AGENTRUN_S3_BUCKET": "agentrun-payloads"}
+    )
+    client = await connect_with(env, PayloadSettings(settings))
+    runs = AgentRunClient(client, queue)
+    prior = large_thread(4 * MB, parts=4)
+    async with build_worker(client, registry(), queue):
+        run_id = await runs.start(owner, "scripted", script({"say": "ok"}), messages=prior)
+        summary = await runs.wait(owner, run_id, timeout=120)
+        thread = await runs.thread(owner, run_id)
+    assert (summary.status, summary.assistant) == ("completed", "ok")
+    assert thread is not None and thread[:4] == prior
+    await assert_history_small(client, run_id)
+    listed = await asyncio.to_thread(s3_bucket.list_objects_v2, Bucket="agentrun-payloads")
+    assert listed["KeyCount"] > 0
