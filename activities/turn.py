@@ -20,7 +20,14 @@ from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
 
-from agentrun.agents import AgentRegistry, AgentSpec, Step, StepContext, delegation_instructions
+from agentrun.agents import (
+    AgentRegistry,
+    AgentSpec,
+    RetryableStepError,
+    Step,
+    StepContext,
+    delegation_instructions,
+)
 from agentrun.constants import (
     EVENTS_TOPIC,
     HEARTBEAT_EVERY,
@@ -131,16 +138,14 @@ class TurnActivities:
     ) -> TurnResult:
         policy = self._registry.policy(spec)
         try:
-            while True:
-                step = await self._step(spec, turn, progress.checkpoint, events)
+            while not progress.checkpoint.ended:
+                step = await self._safe_step(spec, turn, progress.checkpoint, events)
                 for message in step.messages:
                     events.message(message)
                 await stream.flush()
                 progress.checkpoint = _advance(progress.checkpoint, step, events.seq)
                 activity.heartbeat(progress.checkpoint.model_dump(mode="json"))
                 await _report_output(handle, turn, step)
-                if step.finished or step.error is not None or step.tool_calls:
-                    break
         except asyncio.CancelledError:
             if not _stop_requested():
                 raise
@@ -154,10 +159,23 @@ class TurnActivities:
         return TurnResult(
             messages=progress.checkpoint.messages,
             agent_state=progress.checkpoint.agent_state,
-            tool_calls=step.tool_calls,
-            error=step.error,
+            tool_calls=progress.checkpoint.tool_calls,
+            error=progress.checkpoint.error,
             policy=policy,
         )
+
+    async def _safe_step(
+        self, spec: AgentSpec, turn: TurnInput, checkpoint: TurnCheckpoint, events: _TurnEvents
+    ) -> Step:
+        """The agent's next step; an error that retrying cannot mend becomes the run's."""
+        try:
+            return await self._step(spec, turn, checkpoint, events)
+        except RetryableStepError:
+            raise
+        except Exception as err:
+            logger.exception("Agent %r failed in run %s", spec.id, turn.run_id)
+            message = f"Agent '{spec.id}' failed: {type(err).__name__}: {err}"
+            return Step(state=checkpoint.agent_state, error=message)
 
     async def _step(
         self, spec: AgentSpec, turn: TurnInput, checkpoint: TurnCheckpoint, events: _TurnEvents
@@ -185,6 +203,9 @@ def _advance(checkpoint: TurnCheckpoint, step: Step, events_published: int) -> T
             "messages": [*checkpoint.messages, *step.messages],
             "agent_state": step.state,
             "events_published": events_published,
+            "ended": step.finished or step.error is not None or bool(step.tool_calls),
+            "tool_calls": step.tool_calls,
+            "error": step.error,
         }
     )
 

@@ -25,6 +25,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.constants import (
@@ -38,12 +39,22 @@ from agentrun.constants import (
     task_queue,
 )
 from agentrun.delegation import DelegationError, not_resumable, not_running, unknown_run
-from agentrun.models import AgentEvent, AgentRunInput, Message, RunState, RunSummary
+from agentrun.models import (
+    MAX_RUN_ID_CHARS,
+    AgentEvent,
+    AgentRunInput,
+    Message,
+    RunState,
+    RunSummary,
+    check_id,
+)
 from agentrun.webui import static_details, static_summary
 
 __all__ = ["AgentRunClient", "DelegationError", "StreamedEvent"]
 
 _CLOSE_WAIT = timedelta(seconds=30)
+QUERY_TIMEOUT = timedelta(seconds=10)
+_QUERY_RETRY_STATUSES = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 T = TypeVar("T")
 
 
@@ -78,8 +89,14 @@ class AgentRunClient:
             messages=messages or [],
         )
         run_input.check_prompt()
-        run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
-        await self._start(run_id, run_input)
+        run_id = _new_run_id(run_id)
+        try:
+            # A new run never replaces an existing one, whoever owns it.
+            await self._start(run_id, run_input, WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        except WorkflowAlreadyStartedError:
+            raise DelegationError(
+                f"run_id '{run_id}' is already taken; choose another", code="invalid_arguments"
+            ) from None
         return run_id
 
     async def summary(self, owner_thread_id: str, run_id: str) -> RunSummary | None:
@@ -97,6 +114,10 @@ class AgentRunClient:
 
     async def all(self, owner_thread_id: str) -> list[RunSummary]:
         """All the owner's runs, sorted by run_id."""
+        try:
+            check_id(owner_thread_id)
+        except ValueError:
+            return []  # no run can have such an owner
         owner = _quote(owner_thread_id)
         query = f"WorkflowType = '{WORKFLOW_TYPE}' AND {OWNER_THREAD_ID.name} = {owner}"
         run_ids = {execution.id async for execution in self.temporal.list_workflows(query)}
@@ -257,35 +278,51 @@ class AgentRunClient:
                 "resume_child", {"run_id": summary.run_id, "prompt": prompt}
             )
         except WorkflowUpdateFailedError as err:
-            raise DelegationError(str(err.cause)) from None
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            code = cause.type if isinstance(cause, ApplicationError) and cause.type else ""
+            raise DelegationError(message, code=code or "invalid_state") from None
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return False
             raise
         return True
 
-    async def _start(self, run_id: str, run_input: AgentRunInput) -> None:
+    async def _start(
+        self,
+        run_id: str,
+        run_input: AgentRunInput,
+        reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    ) -> None:
         await self.temporal.start_workflow(
             WORKFLOW_TYPE,
             run_input,
             id=run_id,
             task_queue=self.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_reuse_policy=reuse,
             static_summary=static_summary(run_input),
             static_details=static_details(run_input, run_id),
         )
 
     async def _query(self, run_id: str, name: str, result_type: type[T]) -> T | None:
         handle: WorkflowHandle[object, object] = self.temporal.get_workflow_handle(run_id)
-        try:
-            result: T = await handle.query(name, result_type=result_type)
-            return result
-        except RPCError as err:
-            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+        for attempt in (1, 2):
+            try:
+                # Queries need a worker: without one, give up in 2 x 10 s, not 30 s.
+                result: T = await handle.query(
+                    name, result_type=result_type, rpc_timeout=QUERY_TIMEOUT
+                )
+                return result
+            except RPCError as err:
+                if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                    return None
+                # A query that lands as the run closes can go unanswered (the worker
+                # evicts the run with the query buffered); asked again, it is answered.
+                if attempt == 2 or err.status not in _QUERY_RETRY_STATUSES:
+                    raise
+            except WorkflowQueryFailedError:
                 return None
-            raise
-        except WorkflowQueryFailedError:
-            return None
+        return None
 
     async def _cancel(self, run_id: str) -> None:
         try:
@@ -301,6 +338,19 @@ class AgentRunClient:
             WorkflowFailureError, WorkflowContinuedAsNewError, RPCError, TimeoutError
         ):
             await asyncio.wait_for(handle.result(follow_runs=True), _CLOSE_WAIT.total_seconds())
+
+
+def _new_run_id(run_id: str | None) -> str:
+    """The caller's run_id, checked, or a fresh ``run-<hex>``."""
+    if run_id is None:
+        return f"run-{uuid.uuid4().hex[:12]}"
+    try:
+        checked = check_id(run_id, "run_id")
+    except ValueError as err:
+        raise ValueError(f"Invalid run_id {run_id[:40]!r}: {err}") from None
+    if len(checked) > MAX_RUN_ID_CHARS:
+        raise ValueError(f"Invalid run_id: {len(checked)} characters, at most {MAX_RUN_ID_CHARS}")
+    return checked
 
 
 def _quote(value: str) -> str:

@@ -27,6 +27,7 @@ QUERY_THREAD = "thread"
 QUERY_CHILDREN = "children"
 QUERY_RUN_STATE = "run_state"
 SIGNAL_ASSISTANT_OUTPUT = "assistant_output"
+SIGNAL_CHILD_SETTLED = "child_settled"
 
 EVENTS_TOPIC = "events"
 

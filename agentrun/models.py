@@ -17,6 +17,31 @@ Status = Literal["running", "completed", "failed", "stopped"]
 TERMINAL: tuple[Status, ...] = ("completed", "failed", "stopped")
 
 
+MAX_ID_CHARS = 256
+MAX_RUN_ID_CHARS = 900  # Temporal's WorkflowId limit is 1000
+MAX_COUNT = 1_000_000_000  # epochs, depths, turns: far below a search attribute's int64
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """An owner, agent or run id, trimmed; ValueError if blank or unprintable."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    if any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        raise ValueError(f"{what} must not contain control characters or lone surrogates")
+    return value
+
+
+def encodable(value: str) -> str:
+    """``value`` unless it cannot be sent as UTF-8 (a lone surrogate): ValueError."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = value[err.start : err.end].encode("unicode_escape").decode()
+        raise ValueError(f"contains an unpaired surrogate ({bad}) at index {err.start}") from None
+    return value
+
+
 class ToolCall(BaseModel):
     """A delegation tool call made by an agent."""
 
@@ -40,6 +65,11 @@ class Message(BaseModel):
     @classmethod
     def _null_content_is_empty(cls, value: object) -> object:
         return "" if value is None else value
+
+    @field_validator("content", mode="after")
+    @classmethod
+    def _utf8(cls, value: str) -> str:
+        return encodable(value)
 
     @classmethod
     def user(cls, text: str) -> Message:
@@ -73,26 +103,40 @@ class AgentRunInput(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    owner_thread_id: str = Field(min_length=1)
-    agent_id: str = Field(min_length=1)
+    # Ids are search attribute values: Temporal takes at most 2048 bytes of Keyword.
+    owner_thread_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    agent_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     prompt: str | None = None
     messages: list[Message] = Field(default_factory=list)
-    epoch: int = Field(default=1, ge=1)
-    parent_run_id: str | None = None
-    depth: int = Field(default=0, ge=0)
+    epoch: int = Field(default=1, ge=1, le=MAX_COUNT)
+    parent_run_id: str | None = Field(default=None, max_length=MAX_RUN_ID_CHARS)
+    depth: int = Field(default=0, ge=0, le=MAX_COUNT)
     agent_state: dict[str, JsonValue] = Field(default_factory=dict)
     children: list[RunSummary] = Field(default_factory=list)
     stream_state: WorkflowStreamState | None = None
-    turn: int = Field(default=0, ge=0)
+    turn: int = Field(default=0, ge=0, le=MAX_COUNT)
     continued: bool = False
-    continue_as_new_after: int = Field(default=500, ge=1)
+    continue_as_new_after: int = Field(default=500, ge=1, le=MAX_COUNT)
 
     @field_validator("owner_thread_id", "agent_id", mode="after")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value.strip()
+        return check_id(value)
+
+    @field_validator("children", mode="after")
+    @classmethod
+    def _children_settled(cls, children: list[RunSummary]) -> list[RunSummary]:
+        # Carried children come from a stopped or continued run: none can be running
+        # in this execution (it started none), so a "running" claim is not trusted.
+        return [
+            child.model_copy(update={"status": "stopped"}) if child.status == "running" else child
+            for child in children
+        ]
+
+    @field_validator("prompt", mode="after")
+    @classmethod
+    def _utf8_prompt(cls, value: str | None) -> str | None:
+        return None if value is None else encodable(value)
 
     def initial_thread(self) -> list[Message]:
         """The thread the run starts with: prior messages plus the prompt."""
@@ -223,6 +267,8 @@ class TurnCheckpoint(BaseModel):
     ``events_published`` counts the turn's events confirmed on the stream when the
     checkpoint was taken; ``stream_offset`` is the stream's length when the turn was
     scheduled, so a retry scans only this turn's events for ones already published.
+    ``ended`` with ``tool_calls``/``error`` keeps how the turn ended, so a retry after
+    the last step hands back that ending instead of running the agent on.
     """
 
     steps: int = 0
@@ -230,6 +276,9 @@ class TurnCheckpoint(BaseModel):
     agent_state: dict[str, JsonValue] = Field(default_factory=dict)
     events_published: int = 0
     stream_offset: int = 0
+    ended: bool = False
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    error: str | None = None
 
 
 class AssistantOutput(BaseModel):

@@ -8,6 +8,7 @@ epoch of a child never overwrites a newer one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,6 +54,8 @@ from agentrun.webui import static_details, static_summary
 
 # How long a stop waits for a stopped child to report that it has closed.
 STOP_SETTLE_TIMEOUT = timedelta(seconds=30)
+# How long a resume waits for a child stopped from outside to be seen closed.
+SETTLE_TIMEOUT = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,13 @@ class Children:
         child = self.table.get(run_id)
         if child is None:
             raise unknown_run(run_id)
+        if child.status == "running":
+            # Stopped from outside a moment ago: its watcher is still settling it.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self.table[run_id].status != "running", timeout=SETTLE_TIMEOUT
+                )
+            child = self.table[run_id]
         if child.status != "stopped":
             raise not_resumable(run_id, child.status)
         await self._resume(child, prompt, background=True)
@@ -251,12 +261,20 @@ class Children:
         try:
             summary = await handle
         except ChildWorkflowError as err:
+            if not self._running(run_id, epoch):
+                return  # the child reported its stopped summary itself
             summary = await self._closed_summary(run_id, err)
+        self.settle(summary.model_copy(update={"epoch": epoch}))
+
+    def settle(self, summary: RunSummary) -> None:
+        """Record a child's final summary; a stale epoch never overwrites a newer one."""
+        if self._running(summary.run_id, summary.epoch):
+            self.table[summary.run_id] = summary
+            self._publish("child_finished", summary)
+
+    def _running(self, run_id: str, epoch: int) -> bool:
         current = self.table.get(run_id)
-        if current is None or current.epoch != epoch:
-            return  # a stale epoch never overwrites a newer one
-        self.table[run_id] = summary.model_copy(update={"epoch": epoch})
-        self._publish("child_finished", self.table[run_id])
+        return current is not None and current.epoch == epoch and current.status == "running"
 
     async def _closed_summary(self, run_id: str, err: ChildWorkflowError) -> RunSummary:
         cause = err.cause

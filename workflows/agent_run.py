@@ -8,6 +8,7 @@ and once requested the run ends ``stopped`` whatever its agent reports afterward
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.contrib.workflow_streams import WorkflowStream, WorkflowStreamState
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.workflow import ActivityCancellationType
 
 from agentrun.constants import (
@@ -30,6 +31,7 @@ from agentrun.constants import (
     QUERY_SUMMARY,
     QUERY_THREAD,
     SIGNAL_ASSISTANT_OUTPUT,
+    SIGNAL_CHILD_SETTLED,
     TURN_ACTIVITY,
     TURN_HEARTBEAT_TIMEOUT,
     TURN_START_TO_CLOSE,
@@ -50,6 +52,7 @@ from agentrun.models import (
     TurnResult,
     parse_run_input,
 )
+from agentrun.payload_guard import PayloadTooLargeError
 from agentrun.webui import current_details
 from workflows._children import Children, Parent
 
@@ -75,7 +78,9 @@ class _AgentFailed(Exception):
         self.message = message
 
 
-@workflow.defn(name=WORKFLOW_TYPE)
+# An input the converter cannot decode (not JSON, invalid UTF-8) raises a ValueError
+# before ``__init__`` runs; failing the run on it beats retrying the task forever.
+@workflow.defn(name=WORKFLOW_TYPE, failure_exception_types=[ValueError])
 class AgentRunWorkflow:
     """One epoch of one run."""
 
@@ -123,6 +128,8 @@ class AgentRunWorkflow:
             raise
         except _AgentFailed as failed:
             await self._close_failed(failed.message)
+        except PayloadTooLargeError as too_large:  # a turn, child or continue-as-new input
+            await self._close_failed(too_large.message)
         if self._stop_requested():
             await self._close_stopped()
             raise asyncio.CancelledError
@@ -206,7 +213,9 @@ class AgentRunWorkflow:
         except ActivityError as err:
             if self._stop_requested():
                 raise asyncio.CancelledError from err
-            raise _AgentFailed(str(err.cause or err)) from err
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            raise _AgentFailed(message) from err
 
     async def _execute_tools(self, calls: list[ToolCall]) -> None:
         thread = list(self._thread)
@@ -222,6 +231,19 @@ class AgentRunWorkflow:
         self._set_status("stopped")
         await self._children.stop_all()
         self._publish("finish", summary=self.summary())
+        await self._tell_parent()
+
+    async def _tell_parent(self) -> None:
+        """Hand a stopped summary to the parent, which cannot read a canceled result."""
+        parent = workflow.info().parent
+        # Patched: runs that stopped before children reported themselves replay as they ran.
+        if parent is None or not workflow.patched("child-settled-signal"):
+            return
+        # If the parent has closed there is nothing left to tell.
+        with contextlib.suppress(FailureError):
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                SIGNAL_CHILD_SETTLED, self.summary()
+            )
 
     async def _close_failed(self, message: str) -> None:
         self._error = message
@@ -263,6 +285,11 @@ class AgentRunWorkflow:
 
     def _publish_child(self, kind: EventKind, summary: RunSummary) -> None:
         self._publish(kind, summary=summary)
+
+    @workflow.signal(name=SIGNAL_CHILD_SETTLED)
+    def child_settled(self, summary: RunSummary) -> None:
+        """A child run's final summary, sent by the child as it stops."""
+        self._children.settle(summary)
 
     @workflow.signal(name=SIGNAL_ASSISTANT_OUTPUT)
     def assistant_output(self, output: AssistantOutput) -> None:

@@ -2,13 +2,14 @@
 
 from agentrun.agents._context import children_reminder, delegation_instructions
 from agentrun.agents._registry import AgentRegistry, AgentSpec
-from agentrun.agents._runtime import AgentRuntime, Step, StepContext
+from agentrun.agents._runtime import AgentRuntime, RetryableStepError, Step, StepContext
 from agentrun.agents.scripted import ScriptedAgent
 
 __all__ = [
     "AgentRegistry",
     "AgentRuntime",
     "AgentSpec",
+    "RetryableStepError",
     "ScriptedAgent",
     "Step",
     "StepContext",

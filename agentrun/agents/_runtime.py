@@ -52,6 +52,15 @@ class Step:
     error: str | None = None
 
 
+class RetryableStepError(Exception):
+    """A step failed for a reason that may pass (rate limit, outage, lost connection).
+
+    Temporal retries the turn, with backoff, from its last checkpoint. Any other
+    exception from a step ends the run ``failed`` with its message: it would only fail
+    again.
+    """
+
+
 class AgentRuntime(Protocol):
     """An agent implementation: scripted, or backed by a model.
 

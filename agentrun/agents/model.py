@@ -38,7 +38,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
 
 from agentrun.agents._messages import from_model_response, to_model_messages
-from agentrun.agents._runtime import Step, StepContext
+from agentrun.agents._runtime import RetryableStepError, Step, StepContext
 from agentrun.models import Message
 
 DELEGATION_TOOLS: list[ToolDefinition] = [
@@ -103,8 +103,9 @@ class ModelAgent:
             response = await self._respond(messages, tools, ctx)
         except (ModelRequestRejectedError, ModelQuotaExceededError, UserError) as err:
             return Step(state=ctx.state, error=_provider_message(err))
-        except ModelAPIError:
-            raise  # transient: Temporal retries the turn from its checkpoint, with backoff
+        except ModelAPIError as err:
+            # Transient: Temporal retries the turn from its checkpoint, with backoff.
+            raise RetryableStepError(_provider_message(err)) from err
         except Exception as err:
             # Anything else will not get better by retrying: the run fails, saying why.
             return Step(state=ctx.state, error=f"{type(err).__name__}: {err}")

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from agentrun.agents._runtime import Step, StepContext
-from agentrun.models import Message, ToolCall, describe_errors
+from agentrun.models import Message, ToolCall, describe_errors, encodable
 
 DELEGATION_TOOLS = ("agent_run", "agent_stop", "agent_output")
 SLEEP_SLICE = 0.25
@@ -70,6 +70,11 @@ def parse_script(text: str) -> list[ScriptStep] | None:
         return None
     if not isinstance(document, dict) or "steps" not in document:
         return None
+    try:
+        # A "\ud800" escape decodes to text no event or message could carry.
+        encodable(json.dumps(document, ensure_ascii=False))
+    except ValueError as err:
+        raise ScriptError(f"Invalid script: a string {err}") from None
     steps = document["steps"]
     if not isinstance(steps, list):
         raise ScriptError(f"Invalid script: 'steps' must be a list, got {type(steps).__name__}")
@@ -100,7 +105,7 @@ class ScriptedAgent:
         """Advance the script by one step (or one slice of a sleep)."""
         script_at = _last_user_index(ctx.thread)
         state = dict(ctx.state)
-        if state.get("script_at") != script_at:
+        if state.get("script_at") != script_at or not _valid_state(state):
             state = {"script_at": script_at, "step": 0, "slept": 0.0}
         prompt = ctx.thread[script_at].content if script_at >= 0 else ""
         try:
@@ -149,6 +154,18 @@ async def _sleep_slice(
     if slept + chunk >= total:
         return Step(state=advanced)
     return Step(state={**state, "slept": slept + chunk})
+
+
+def _valid_state(state: dict[str, JsonValue]) -> bool:
+    """Whether a checkpointed (or resumed) state is one this agent could have written."""
+    step, slept = state.get("step"), state.get("slept")
+    return (
+        isinstance(step, int)
+        and not isinstance(step, bool)
+        and step >= 0
+        and isinstance(slept, int | float)
+        and slept >= 0
+    )
 
 
 def _last_user_index(thread: list[Message]) -> int:

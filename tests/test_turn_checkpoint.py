@@ -1,0 +1,59 @@
+"""A turn retried after its last step hands back that step's ending, not a new step."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
+
+from activities import TurnActivities
+from agentrun.agents import AgentRegistry, AgentSpec, Step, StepContext
+from agentrun.client import AgentRunClient
+from agentrun.models import Message, ToolCall, TurnCheckpoint, TurnInput
+from tests.helpers import eventually, script
+
+
+class MustNotRun:
+    replays_exactly = True
+
+    async def step(self, ctx: StepContext) -> Step:
+        raise AssertionError("the agent ran again after its turn had ended")
+
+
+async def test_retry_after_the_ending_step_returns_the_checkpointed_ending(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    # A real run hosts the stream the retried turn reads; its own worker sleeps.
+    run_id = await runs.start(owner, "scripted", script({"sleep": 60}))
+    await eventually(lambda: runs.summary(owner, run_id), lambda s: s is not None)
+    execution = (await temporal.get_workflow_handle(run_id).describe()).run_id
+    call = ToolCall(id="call-1", name="agent_run", args={"agent_id": "x", "prompt": "y"})
+    said = Message(role="assistant", content="delegating", tool_calls=[call])
+    ended = TurnCheckpoint(
+        steps=2, messages=[said], ended=True, tool_calls=[call], events_published=3
+    )
+
+    environment = ActivityEnvironment(client=temporal)
+    environment.info = dataclasses.replace(
+        environment.info,
+        workflow_id=run_id,
+        workflow_run_id=execution,
+        attempt=2,
+        heartbeat_details=[ended.model_dump(mode="json")],
+    )
+    registry = AgentRegistry([AgentSpec(id="careful", runtime=MustNotRun())])
+    turn = TurnInput(
+        run_id=run_id,
+        owner_thread_id=owner,
+        agent_id="careful",
+        epoch=1,
+        turn=1,
+        depth=0,
+        messages=[Message.user("go")],
+    )
+    result = await environment.run(TurnActivities(registry).run_turn, turn)
+    assert result.tool_calls == [call]
+    assert result.messages == [said]
+    assert result.error is None and not result.stopped
+    await runs.stop_tree(owner, run_id)
