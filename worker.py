@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -16,8 +18,18 @@ from temporalio.worker import Worker
 from activities import TurnActivities, read_run
 from agentrun.agents import AgentRegistry, default_registry
 from agentrun.agents.registry_file import RegistryError, load_registry
+from agentrun.codec import CodecError
 from agentrun.connection import connect
 from agentrun.constants import HEARTBEAT_THROTTLE, task_queue
+from agentrun.observability import (
+    ObservabilityError,
+    RunMetricsInterceptor,
+    flush_tracing,
+    metrics_runtime,
+    tracing_interceptors,
+)
+from agentrun.plugin import PayloadSettings
+from agentrun.storage import StorageConfigError
 from workflows import AgentRunWorkflow
 
 # A shutdown waits this long for turns to reach a checkpoint before cancelling them;
@@ -42,17 +54,23 @@ def build_worker(
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+        # agentrun's own counters; no-ops unless the client's runtime exports metrics.
+        interceptors=[RunMetricsInterceptor()],
     )
 
 
-async def run_worker(address: str | None = None) -> None:
+async def run_worker(address: str | None = None, metrics_address: str | None = None) -> None:
     """Run a worker until SIGINT or SIGTERM, then shut down gracefully.
 
     The agent registry file is read first: a bad one stops the worker before it
     serves anything (RegistryError, naming the file and the line or key).
+    Metrics and tracing are on when configured (``agentrun.observability``).
     """
     registry = load_registry()
-    client = await connect(address)
+    payloads = PayloadSettings.from_env()  # checked before connecting, like the registry
+    client = await connect(
+        address, runtime=metrics_runtime(metrics_address), interceptors=tracing_interceptors()
+    )
     worker = build_worker(client, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -60,9 +78,10 @@ async def run_worker(address: str | None = None) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with worker:
         logging.getLogger("agentrun").info(
-            "Worker serving task queue %r on %s",
+            "Worker serving task queue %r on %s; payloads %s",
             worker.task_queue,
             client.service_client.config.target_host,
+            payloads.describe(),
         )
         await stop.wait()
 
@@ -72,8 +91,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         asyncio.run(run_worker())
-    except RegistryError as err:
+    except (RegistryError, ObservabilityError, StorageConfigError, CodecError) as err:
         raise SystemExit(f"agentrun worker: {err}") from None
+    # All work is handed over by now. The SDK's native runtime can abort while the
+    # interpreter tears down; leaving at once keeps the exit status a clean 0.
+    flush_tracing()  # os._exit skips the exporter's own flush at exit
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
