@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.client import Client
@@ -107,3 +108,14 @@ def server_address(env: WorkflowEnvironment) -> str:
 
 
 os.environ.setdefault("AGENTRUN_TEST", "1")
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts (workers); any still running at its end are killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import EventType
@@ -15,6 +19,7 @@ from agentrun.constants import TURN_ACTIVITY
 from agentrun.models import Message
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def script(*steps: dict[str, Any]) -> str:
@@ -79,3 +84,14 @@ async def turn_results(client: Client, run_id: str) -> list[dict[str, Any]]:
             if types.get(attributes.scheduled_event_id) == TURN_ACTIVITY:
                 results.append(json.loads(attributes.result.payloads[0].data))
     return results
+
+
+def spawn_worker(address: str, queue: str, **extra_env: str) -> subprocess.Popen[bytes]:
+    """``python worker.py`` as its own process, on ``queue`` at ``address``."""
+    variables = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "AGENTRUN_TASK_QUEUE": queue,
+        **extra_env,
+    }
+    return subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=variables)

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
@@ -18,29 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from agentrun.client import AgentRunClient, StreamedEvent
 from agentrun.constants import DELEGATION_STATUS
 from tests.conftest import server_address
-from tests.helpers import eventually, history_events, script
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def worker_process(env: WorkflowEnvironment, queue: str) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Starts ``python worker.py`` processes on the test's queue; kills leftovers."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def spawn_worker(env: WorkflowEnvironment, queue: str) -> subprocess.Popen[bytes]:
-    variables = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": server_address(env),
-        "AGENTRUN_TASK_QUEUE": queue,
-    }
-    return subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=variables)
+from tests.helpers import eventually, history_events, script, spawn_worker
 
 
 async def collect(runs: AgentRunClient, owner: str, run_id: str) -> list[StreamedEvent]:
@@ -52,19 +25,19 @@ async def test_sigkill_of_worker_mid_step_resumes_from_checkpoint_without_duplic
     temporal: Client,
     queue: str,
     owner: str,
-    worker_process: list[subprocess.Popen[bytes]],
+    processes: list[subprocess.Popen[bytes]],
 ):
     runs = AgentRunClient(temporal, queue)
-    worker_process.append(spawn_worker(env, queue))
+    processes.append(spawn_worker(server_address(env), queue))
     steps = ({"say": "alpha beta"}, {"sleep": 1}, {"say": "gamma"}, {"sleep": 4}, {"say": "delta"})
     run_id = await runs.start(owner, "scripted", script(*steps))
     live = asyncio.create_task(collect(runs, owner, run_id))
     await eventually(lambda: runs.summary(owner, run_id), lambda s: s and s.assistant == "gamma")
     await asyncio.sleep(1.5)  # well into the 4 s sleep, past several checkpoints
-    worker_process[0].send_signal(signal.SIGKILL)
-    worker_process[0].wait()
+    processes[0].send_signal(signal.SIGKILL)
+    processes[0].wait()
 
-    worker_process.append(spawn_worker(env, queue))
+    processes.append(spawn_worker(server_address(env), queue))
     summary = await runs.wait(owner, run_id, timeout=60)
     assert (summary.status, summary.assistant) == ("completed", "delta")
     thread = await runs.thread(owner, run_id)
@@ -102,21 +75,21 @@ async def test_sigterm_shuts_the_worker_down_gracefully(
     temporal: Client,
     queue: str,
     owner: str,
-    worker_process: list[subprocess.Popen[bytes]],
+    processes: list[subprocess.Popen[bytes]],
 ):
     runs = AgentRunClient(temporal, queue)
-    worker_process.append(spawn_worker(env, queue))
+    processes.append(spawn_worker(server_address(env), queue))
     run_id = await runs.start(
         owner, "scripted", script({"say": "before"}, {"sleep": 3}, {"say": "after"})
     )
     await eventually(lambda: runs.summary(owner, run_id), lambda s: s and s.assistant == "before")
-    worker_process[0].send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(worker_process[0].wait, 15) == 0
+    processes[0].send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(processes[0].wait, 15) == 0
     # Handed over, not failed or stopped (describe needs no worker, unlike a query).
     description = await temporal.get_workflow_handle(run_id).describe()
     assert description.status == WorkflowExecutionStatus.RUNNING
     assert description.typed_search_attributes.get(DELEGATION_STATUS) == "running"
 
-    worker_process.append(spawn_worker(env, queue))
+    processes.append(spawn_worker(server_address(env), queue))
     final = await runs.wait(owner, run_id, timeout=60)
     assert (final.status, final.assistant) == ("completed", "after")
