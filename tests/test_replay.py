@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.worker import Replayer
 
 from agentrun.client import AgentRunClient
+from agentrun.models import AgentRunInput
 from agentrun.plugin import AgentRunPlugin
 from tests.helpers import child, run, script, tool
 from workflows import AgentRunWorkflow
@@ -49,7 +50,20 @@ async def record_representative_runs(runs: AgentRunClient, owner: str) -> dict[s
     await runs.wait(owner, resumed, timeout=20)
     failed = await runs.start(owner, "scripted", script({"fail": "nope"}))
     await runs.wait(owner, failed, timeout=20)
+    continued = f"{owner}-continued"
+    steps = [tool("agent_output", run_id="none")] * 4 + [{"say": "after continuing"}]
+    await runs._start(
+        continued,
+        AgentRunInput(
+            owner_thread_id=owner,
+            agent_id="scripted",
+            prompt=script(*steps),
+            continue_as_new_after=2,
+        ),
+    )
+    await runs.wait(owner, continued, timeout=30)
     return {
+        "continued_as_new": continued,
         "fan_out": fan_out,
         "fan_out_child": f"{fan_out}.2",
         "stopped_child": f"{fan_out}.3",
@@ -66,6 +80,14 @@ async def test_record_histories(runs: AgentRunClient, temporal: Client, owner: s
         history = await temporal.get_workflow_handle(run_id).fetch_history()
         # The workflow ID is part of what replays; it rides in the file name.
         (HISTORIES / f"{name}@{run_id}.json").write_text(history.to_json())
+    # Also an execution that ended by continuing as new (the latest one started so).
+    continued = f"{owner}-continued"
+    async for execution in temporal.list_workflows(f"WorkflowId = '{continued}'"):
+        if execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+            handle = temporal.get_workflow_handle(continued, run_id=execution.run_id)
+            history = await handle.fetch_history()
+            (HISTORIES / f"continuing@{continued}.json").write_text(history.to_json())
+            break
 
 
 async def test_recorded_histories_replay_on_current_code():
