@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
+from agentrun.constants import TURN_START_TO_CLOSE
+
 Role = Literal["user", "assistant", "system", "tool"]
 Status = Literal["running", "completed", "failed", "stopped"]
 TERMINAL: tuple[Status, ...] = ("completed", "failed", "stopped")
@@ -117,6 +119,11 @@ class AgentRunInput(BaseModel):
     turn: int = Field(default=0, ge=0, le=MAX_COUNT)
     continued: bool = False
     continue_as_new_after: int = Field(default=500, ge=1, le=MAX_COUNT)
+    # One attempt of a turn; a longer turn (a week-long sleep) is retried from its
+    # checkpoint each time an attempt runs out, so only the slice in flight repeats.
+    turn_timeout: float = Field(
+        default=TURN_START_TO_CLOSE.total_seconds(), ge=1.0, le=30 * 24 * 3600.0
+    )
 
     @field_validator("owner_thread_id", "agent_id", mode="after")
     @classmethod

@@ -107,3 +107,20 @@ async def test_a_long_thread_is_read_by_query_not_carried_in_history(
     turns = [i for i in inputs if "turn" in i]
     assert len(turns) == 2
     assert all(t["thread_by_query"] and t["messages"] == [] for t in turns)
+
+
+async def test_a_turn_longer_than_its_attempts_completes_from_checkpoints(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    # The stand-in for a run that lasts days: every attempt of the turn runs out (2 s)
+    # long before its 5 s sleep ends. Started over each time it would never finish.
+    run_id = f"{owner}/patient"
+    await start(runs, run_id, script({"sleep": 5}, {"say": "rested"}), turn_timeout=2)
+    summary = await runs.wait(owner, run_id, timeout=60)
+    assert (summary.status, summary.assistant) == ("completed", "rested")
+    started = [
+        e.activity_task_started_event_attributes.attempt
+        for e in await history_events(temporal, run_id)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    assert started and started[0] >= 3

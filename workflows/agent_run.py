@@ -34,7 +34,6 @@ from agentrun.constants import (
     SIGNAL_CHILD_SETTLED,
     TURN_ACTIVITY,
     TURN_HEARTBEAT_TIMEOUT,
-    TURN_START_TO_CLOSE,
     WORKFLOW_TYPE,
 )
 from agentrun.delegation import DelegationError, last_assistant_text
@@ -203,7 +202,7 @@ class AgentRunWorkflow:
                 TURN_ACTIVITY,
                 turn,
                 result_type=TurnResult,
-                start_to_close_timeout=TURN_START_TO_CLOSE,
+                start_to_close_timeout=timedelta(seconds=self._input.turn_timeout),
                 heartbeat_timeout=TURN_HEARTBEAT_TIMEOUT,
                 retry_policy=TURN_RETRY,
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
