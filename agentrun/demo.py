@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
+from agentrun._cli_render import event_detail
 from agentrun.agents import AgentRegistry, AgentSpec, default_registry
 from agentrun.agents.model import ModelAgent
 from agentrun.agents.registry_file import build_model
@@ -226,36 +227,10 @@ def _event_line(item: StreamedEvent, styles: dict[str, str]) -> str | None:
 
 
 def _event_detail(event: AgentEvent) -> str | None:
-    """What one event says, or None for events another event already shows."""
-    if event.kind == "text_delta":
-        return None  # one line per word; the ``message`` event carries the whole text
-    if event.kind == "message" and event.message is not None:
-        # An assistant message that only calls tools is shown by its tool_call events.
-        return event.message.content or None
-    if event.kind == "tool_call" and event.tool_call is not None:
-        args = {k: v for k, v in event.tool_call.args.items() if k != "prompt"}
-        return f"{event.tool_call.name} {json.dumps(args)}"
-    if event.kind == "tool_result" and event.message is not None:
-        return _tool_result_detail(event.message.content)
-    if event.summary is not None:
-        return f"{event.summary.run_id} {event.summary.status}"
-    return event.text or ""
-
-
-def _tool_result_detail(content: str) -> str:
-    """A tool result as ``run_id status: text``, or ``[code] message`` for an error."""
-    try:
-        result = json.loads(content)
-    except ValueError:
-        return content
-    if not isinstance(result, dict):
-        return content
-    error = result.get("error")
-    if isinstance(error, dict):
-        return f"[{error.get('code')}] {error.get('message')}"
-    text = result.get("output", result.get("assistant"))
-    head = f"{result.get('run_id')} {result.get('status')}"
-    return f"{head}: {text}" if text else head
+    """What one event says; a tool-calling message is shown by its tool_call events."""
+    if event.kind == "message" and event.message is not None and not event.message.content:
+        return None
+    return event_detail(event)
 
 
 def _clip(text: str) -> str:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -326,17 +325,6 @@ async def test_help_documents_the_exit_codes(cli: Cli):
 
 
 # --- watch across a worker restart ----------------------------------------------------
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Worker processes a test starts; any left running are killed."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def spawn_worker(address: str, queue: str) -> subprocess.Popen[bytes]:

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -116,21 +116,11 @@ async def test_the_endpoint_also_serves_temporals_own_metrics(
     assert f'task_queue="{runs.task_queue}"' in text
 
 
-@pytest.fixture
-def worker_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 async def test_worker_process_serves_metrics_on_the_configured_address(
     env: WorkflowEnvironment,
     queue: str,
     owner: str,
-    worker_processes: list[subprocess.Popen[bytes]],
+    processes: list[subprocess.Popen[bytes]],
 ):
     (port,) = free_ports(1)
     address = f"127.0.0.1:{port}"
@@ -140,7 +130,7 @@ async def test_worker_process_serves_metrics_on_the_configured_address(
         "AGENTRUN_TASK_QUEUE": queue,
         observability.METRICS_ADDRESS_ENV: address,
     }
-    worker_processes.append(
+    processes.append(
         subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=variables)
     )
     runs = AgentRunClient(env.client, queue)
