@@ -35,7 +35,7 @@ async def test_a_run_of_thousands_of_turns_continues_as_new_and_completes(
     followed = asyncio.create_task(_follow(runs, owner, run_id))
     started = time.monotonic()
     await start(runs, run_id, script(*steps), continue_as_new_after=turns // 12)
-    summary = await runs.wait(owner, run_id, timeout=300)
+    summary = await runs.wait(owner, run_id, timeout=max(300, turns / 4))
     elapsed = time.monotonic() - started
     assert (summary.status, summary.assistant) == ("completed", "all done")
     thread = await runs.thread(owner, run_id)
