@@ -8,6 +8,7 @@ import os
 import time
 from typing import Any
 
+import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
@@ -26,6 +27,7 @@ async def start(runs: AgentRunClient, run_id: str, prompt: str, **tuning: Any) -
     )
 
 
+@pytest.mark.timeout(max(120, LONG_RUN_TURNS // 3))
 async def test_a_run_of_thousands_of_turns_continues_as_new_and_completes(
     runs: AgentRunClient, temporal: Client, owner: str
 ):
