@@ -39,7 +39,11 @@ _TRANSIENT_STATUSES = frozenset(
 def is_transient(err: BaseException) -> bool:
     """Whether following a stream again may succeed after ``err``."""
     if isinstance(err, RPCError):
-        return err.status in _TRANSIENT_STATUSES
+        # After a restart the server refuses queries until the workers poll again.
+        no_worker_yet = err.status == RPCStatusCode.FAILED_PRECONDITION and (
+            "no poller seen" in err.message
+        )
+        return err.status in _TRANSIENT_STATUSES or no_worker_yet
     # A poll whose RPC timed out, or a read that no worker answered while the run
     # moved to another worker.
     return isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError | WorkflowQueryFailedError)
