@@ -260,13 +260,15 @@ class AgentRunClient:
 
     async def _subtree(self, root: RunSummary) -> list[RunSummary]:
         """The run and its descendants of the same owner, depth first, root first."""
-        tree = [root]
         children = await self._query(root.run_id, QUERY_CHILDREN, list[RunSummary]) or []
-        for child in sorted(children, key=lambda c: c.run_id):
-            current = await self.summary(root.owner_thread_id, child.run_id)
-            if current is not None and current.parent_run_id == root.run_id:
-                tree.extend(await self._subtree(current))
-        return tree
+        ordered = sorted(children, key=lambda c: c.run_id)
+        # Siblings are read at once: a wide tree costs one round trip per level.
+        currents = await asyncio.gather(
+            *(self.summary(root.owner_thread_id, child.run_id) for child in ordered)
+        )
+        mine = [c for c in currents if c is not None and c.parent_run_id == root.run_id]
+        subtrees = await asyncio.gather(*(self._subtree(current) for current in mine))
+        return [root, *(summary for subtree in subtrees for summary in subtree)]
 
     async def _resume_through_parent(self, summary: RunSummary, prompt: str | None) -> bool:
         parent = self.temporal.get_workflow_handle(summary.parent_run_id or "")
