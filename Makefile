@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # or when the venv lost its entry point.
 STAMP := $(VENV)/.agentrun-installed
 
-.PHONY: venv demo test lint server worker clean FORCE
+.PHONY: venv demo test lint server worker clean bench screenshot FORCE
 
 venv: $(STAMP)
 
@@ -27,6 +27,20 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest -q
+
+# Benchmarks (BENCHMARKS.md), not part of test: fresh embedded servers, 5-10 minutes.
+# BENCH_QUICK=1 make bench for a short smoke run; plots need the bench extra.
+bench: venv
+	$(BIN)/python -m bench
+
+# docs/webui-tree.png: a run tree in the Web UI, read and checked by headless Chromium
+# (agentrun/_webui_check.py). Installs Debian's chromium when missing and run as root.
+screenshot: venv
+	@test -x /usr/bin/chromium || [ -n "$$AGENTRUN_CHROMIUM" ] || \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	else echo "make screenshot needs Chromium: sudo apt-get install chromium" \
+	"(or AGENTRUN_CHROMIUM=/path/to/chromium)" >&2; exit 1; fi
+	$(BIN)/python -m agentrun._webui_check docs/webui-tree.png
 
 server: venv
 	$(BIN)/agentrun server

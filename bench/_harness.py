@@ -1,0 +1,100 @@
+"""What every scenario shares: a fresh server, a worker, percentiles, a result row."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporalio.client import Client
+
+from agentrun.agents import AgentRegistry
+from agentrun.server import SQLITE_PRAGMAS, EmbeddedServer
+from worker import build_worker
+
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+
+
+@dataclass
+class Figure:
+    """One measured figure: a name, a value with its unit, and its target if it has one."""
+
+    scenario: str
+    name: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """All figures of one run, plus raw samples for the plots."""
+
+    figures: list[Figure] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, figure: Figure) -> Figure:
+        self.figures.append(figure)
+        print(f"  {figure.scenario:<12} {figure.name:<44} {figure.value:>10.3f} {figure.unit}")
+        return figure
+
+
+class TunedServer(EmbeddedServer):
+    """The embedded server with another SQLite ``synchronous`` pragma (for the tuning run).
+
+    agentrun.server is left as it is; only the command line differs.
+    """
+
+    def __init__(self, db: Path, synchronous: str) -> None:
+        super().__init__(db)
+        self._synchronous = synchronous
+
+    def command(self) -> list[str]:
+        wanted = f"synchronous={self._synchronous}"
+        return [
+            wanted if arg in SQLITE_PRAGMAS and arg.startswith("synchronous=") else arg
+            for arg in super().command()
+        ]
+
+
+@contextlib.asynccontextmanager
+async def fresh_server(synchronous: str = "normal") -> AsyncIterator[EmbeddedServer]:
+    """A new embedded dev server on a temporary SQLite file (WAL), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="agentrun-bench-") as directory:
+        server = TunedServer(Path(directory) / "bench.db", synchronous)
+        async with server:
+            yield server
+
+
+@contextlib.asynccontextmanager
+async def agentrun_worker(
+    client: Client, registry: AgentRegistry | None = None
+) -> AsyncIterator[str]:
+    """agentrun's own worker (``build_worker``) on a fresh task queue; yields the queue."""
+    queue = new_queue("agentrun")
+    async with build_worker(client, registry, queue):
+        yield queue
+
+
+def new_queue(prefix: str) -> str:
+    """A task queue no other scenario or engineer uses."""
+    return f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def new_owner() -> str:
+    """An owner thread of its own, so visibility counts see only this scenario's runs."""
+    return f"bench-{uuid.uuid4().hex[:8]}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The ``pct`` percentile, interpolated (``statistics.quantiles``, inclusive)."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(pct) - 1]

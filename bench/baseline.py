@@ -1,0 +1,92 @@
+"""The hand-written Temporal baseline: the same shape as an agentrun delegation, no agentrun.
+
+A parent workflow runs a "turn" activity, starts a child workflow per delegation (each
+child runs one activity and answers), runs a last turn, and waits for its children, as
+an ``AgentRun`` parent does. The worker gets the same settings as ``build_worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():
+    from agentrun.constants import HEARTBEAT_THROTTLE
+    from worker import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT
+
+TURN_TIMEOUT = timedelta(minutes=5)
+
+
+@dataclass
+class ParentInput:
+    """How many children the parent delegates, and whether it waits for each."""
+
+    children: int = 1
+    background: bool = False
+
+
+@activity.defn(name="baseline_turn")
+async def baseline_turn(text: str) -> str:
+    """A trivial turn: answers at once."""
+    return text
+
+
+@workflow.defn(name="BaselineChild")
+class BaselineChild:
+    """A child that runs one turn and answers."""
+
+    @workflow.run
+    async def run(self, prompt: str) -> str:
+        return await workflow.execute_activity(
+            baseline_turn, prompt, start_to_close_timeout=TURN_TIMEOUT
+        )
+
+
+@workflow.defn(name="BaselineParent")
+class BaselineParent:
+    """A parent that delegates like a scripted agentrun parent: turn, child, ..., turn."""
+
+    @workflow.run
+    async def run(self, request: ParentInput) -> str:
+        me = workflow.info().workflow_id
+        background: list[workflow.ChildWorkflowHandle[BaselineChild, str]] = []
+        for index in range(request.children):
+            await workflow.execute_activity(
+                baseline_turn, "call", start_to_close_timeout=TURN_TIMEOUT
+            )
+            child_id = f"{me}.{index + 1}"
+            if request.background:
+                background.append(
+                    await workflow.start_child_workflow(BaselineChild.run, "hi", id=child_id)
+                )
+            else:
+                await workflow.execute_child_workflow(BaselineChild.run, "hi", id=child_id)
+        answer = await workflow.execute_activity(
+            baseline_turn, "done", start_to_close_timeout=TURN_TIMEOUT
+        )
+        await asyncio.gather(*background)
+        return answer
+
+
+def baseline_worker(client: Client, queue: str) -> Worker:
+    """The baseline's worker, with ``build_worker``'s settings."""
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=[BaselineParent, BaselineChild],
+        activities=[baseline_turn],
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+    )
+
+
+async def plain_client(address: str) -> Client:
+    """A client without agentrun's plugin (default converter)."""
+    return await Client.connect(address)

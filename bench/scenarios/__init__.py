@@ -1,0 +1,1 @@
+"""One module per scenario; each ``run`` adds its figures to the report."""
