@@ -23,13 +23,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from agentrun._cli_render import event_detail
+from agentrun._cli_render import DETAIL_WIDTH, RUN_STYLES, STATUS_STYLE, event_detail
 from agentrun.agents import AgentRegistry, AgentSpec, default_registry
 from agentrun.agents.model import ModelAgent
 from agentrun.agents.registry_file import build_model
 from agentrun.client import AgentRunClient, StreamedEvent
 from agentrun.constants import QUERY_CHILDREN
-from agentrun.models import AgentEvent, RunSummary, Status
+from agentrun.models import AgentEvent, RunSummary
 from agentrun.server import EmbeddedServer, temporal_binary
 from worker import build_worker
 
@@ -47,14 +47,6 @@ PLANNER_INSTRUCTIONS = (
 MODEL_TASK = "Explain why durable execution matters for AI agents: cost, safety, and users."
 RUN_TIMEOUT = 60.0
 EVENTS_DRAIN_TIMEOUT = 10.0
-DETAIL_WIDTH = 120
-STATUS_STYLE: dict[Status, str] = {
-    "running": "yellow",
-    "completed": "green",
-    "failed": "red",
-    "stopped": "magenta",
-}
-RUN_STYLES = ("cyan", "blue", "green", "magenta", "yellow", "bright_cyan", "bright_blue")
 
 Script = dict[str, JsonValue]
 
