@@ -28,9 +28,10 @@ lint: venv
 test: lint
 	$(BIN)/pytest -q
 
-# Benchmarks (BENCHMARKS.md), not part of test: fresh embedded servers, 5-10 minutes.
-# BENCH_QUICK=1 make bench for a short smoke run; plots need the bench extra.
+# Benchmarks (BENCHMARKS.md), not part of test: fresh embedded servers, about 12
+# minutes. BENCH_QUICK=1 make bench for a short smoke run. The bench extra draws plots.
 bench: venv
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 # docs/webui-tree.png: a run tree in the Web UI, read and checked by headless Chromium

@@ -20,7 +20,7 @@ from agentrun.agents import AgentRegistry, default_registry
 from agentrun.agents.registry_file import RegistryError, load_registry
 from agentrun.codec import CodecError
 from agentrun.connection import connect
-from agentrun.constants import HEARTBEAT_THROTTLE, task_queue
+from agentrun.constants import HEARTBEAT_THROTTLE, stream_batch_interval, task_queue
 from agentrun.observability import (
     ObservabilityError,
     RunMetricsInterceptor,
@@ -38,6 +38,20 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=5)
 # A run cached on a worker that died is handed to another worker after this long
 # (the SDK's default is 10 s); live workers take sticky tasks at once.
 STICKY_TIMEOUT = timedelta(seconds=2)
+# How many turns one worker runs at once (the SDK's default is 100): a sleeping or
+# streaming turn holds its slot. Set with AGENTRUN_MAX_CONCURRENT_TURNS.
+MAX_TURNS_ENV = "AGENTRUN_MAX_CONCURRENT_TURNS"
+DEFAULT_MAX_TURNS = 100
+
+
+def max_concurrent_turns() -> int:
+    """``AGENTRUN_MAX_CONCURRENT_TURNS`` (1 to 10000), or 100."""
+    raw = os.environ.get(MAX_TURNS_ENV)
+    if not raw:
+        return DEFAULT_MAX_TURNS
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise ValueError(f"{MAX_TURNS_ENV}={raw!r}: expected a whole number from 1 to 10000")
+    return int(raw)
 
 
 def build_worker(
@@ -50,6 +64,7 @@ def build_worker(
         task_queue=queue or task_queue(),
         workflows=[AgentRunWorkflow],
         activities=[turns.run_turn, read_run],
+        max_concurrent_activities=max_concurrent_turns(),
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
@@ -68,6 +83,9 @@ async def run_worker(address: str | None = None, metrics_address: str | None = N
     """
     registry = load_registry()
     payloads = PayloadSettings.from_env()  # checked before connecting, like the registry
+    # So are the worker's own settings: a bad value stops it, naming the variable.
+    max_concurrent_turns()
+    stream_batch_interval()
     client = await connect(
         address, runtime=metrics_runtime(metrics_address), interceptors=tracing_interceptors()
     )
@@ -91,7 +109,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         asyncio.run(run_worker())
-    except (RegistryError, ObservabilityError, StorageConfigError, CodecError) as err:
+    except (RegistryError, ObservabilityError, StorageConfigError, CodecError, ValueError) as err:
         raise SystemExit(f"agentrun worker: {err}") from None
     # All work is handed over by now. The SDK's native runtime can abort while the
     # interpreter tears down; leaving at once keeps the exit status a clean 0.

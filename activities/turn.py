@@ -1,25 +1,25 @@
 """The turn activity: runs an agent step by step, streaming events and checkpointing.
 
 A turn ends when the agent finishes, fails or calls delegation tools (the workflow
-executes those). After every step the turn flushes its events to the run's stream,
-then heartbeats a checkpoint; a retry on another worker resumes from the last
-checkpoint that reached the server and skips the events its dead attempt had
-already published.
+executes those). Events reach the run's stream in batches (``STREAM_BATCH_INTERVAL``),
+not one signal per step: a signal is four history events. A checkpoint is heartbeated
+only once the events of its steps are on the stream, so a retry on another worker
+resumes from the last checkpoint that reached the server and skips the events its
+dead attempt had already published; nothing between is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.client import WorkflowHandle
-from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
+from activities._beat import Progress, beating, last_text
+from activities._threads import ThreadCache
 from agentrun.agents import (
     AgentRegistry,
     AgentSpec,
@@ -30,15 +30,12 @@ from agentrun.agents import (
 )
 from agentrun.constants import (
     EVENTS_TOPIC,
-    HEARTBEAT_EVERY,
     QUERY_THREAD,
-    SIGNAL_ASSISTANT_OUTPUT,
-    STREAM_BATCH_INTERVAL,
     TURN_ACTIVITY,
+    stream_batch_interval,
 )
 from agentrun.models import (
     AgentEvent,
-    AssistantOutput,
     Message,
     TurnCheckpoint,
     TurnInput,
@@ -49,10 +46,14 @@ logger = logging.getLogger(__name__)
 
 
 class _TurnEvents:
-    """Numbers a turn's events and drops the ones a previous attempt published."""
+    """Numbers a turn's events and drops the ones a previous attempt published.
 
-    def __init__(self, topic: TopicHandle[AgentEvent], turn: TurnInput, start: int) -> None:
-        self._topic = topic
+    Events wait in ``progress.unsent`` for the turn's beat to send them; the ones still
+    there when the turn ends go back in its result, for the workflow to publish.
+    """
+
+    def __init__(self, progress: Progress, turn: TurnInput, start: int) -> None:
+        self._progress = progress
         self._turn = turn
         self.seq = start
         self.published_up_to = -1
@@ -69,7 +70,8 @@ class _TurnEvents:
             }
         )
         if event.seq > self.published_up_to:
-            self._topic.publish(event)
+            self._progress.unsent.append(event)
+            self._progress.wake.set()
         self.seq += 1
 
     def message(self, message: Message) -> None:
@@ -78,19 +80,14 @@ class _TurnEvents:
             self.publish("tool_call", tool_call=call)
 
 
-class _Progress:
-    """The turn's latest checkpoint, shared with the heartbeat loop."""
-
-    def __init__(self, checkpoint: TurnCheckpoint) -> None:
-        self.checkpoint = checkpoint
-
-
 class TurnActivities:
     """The turn activity, bound to a worker's agent registry."""
 
     def __init__(self, registry: AgentRegistry) -> None:
         """Keep the registry the turns resolve agent ids in."""
         self._registry = registry
+        self._batch = stream_batch_interval()
+        self._threads = ThreadCache()
 
     @activity.defn(name=TURN_ACTIVITY)
     async def run_turn(self, turn: TurnInput) -> TurnResult:
@@ -103,38 +100,45 @@ class TurnActivities:
         # Pinned to this execution: a late turn of a stopped epoch cannot publish to,
         # or signal, the run's next epoch.
         handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
-        stream = WorkflowStreamClient(handle, client=client, batch_interval=STREAM_BATCH_INTERVAL)
-        progress = _Progress(
+        # Flushed by the turn's beat (activities/_beat.py), not by the client's own timer.
+        stream = WorkflowStreamClient(handle, client=client)
+        progress = Progress(
             _restored_checkpoint() or TurnCheckpoint(stream_offset=turn.stream_offset)
         )
-        # Heartbeat from the first moment: the stream query a retry makes can wait on a
-        # workflow task, and a silent turn would time out and lose its checkpoint.
-        async with stream, _heartbeating(progress):
+        # Heartbeat all along, from the first beat: the stream query a retry makes can
+        # wait on a workflow task, and a silent turn would time out.
+        topic = stream.topic(EVENTS_TOPIC, type=AgentEvent)
+        async with beating(progress, stream, topic, handle, turn, self._batch):
             if turn.thread_by_query:
-                # A long thread is read from the run, not carried in the turn's input.
-                thread = await handle.query(QUERY_THREAD, result_type=list[Message])
+                # A long thread is not carried in the turn's input: the worker's copy
+                # plus the messages since the last turn, or a read of the whole thread.
+                async def read() -> list[Message]:
+                    whole: list[Message] = await handle.query(
+                        QUERY_THREAD, result_type=list[Message]
+                    )
+                    return whole
+
+                thread = await self._threads.thread(info.workflow_run_id or "", turn, read)
                 turn = turn.model_copy(update={"messages": thread})
-            events = _TurnEvents(
-                stream.topic(EVENTS_TOPIC, type=AgentEvent),
-                turn,
-                progress.checkpoint.events_published,
-            )
+            events = _TurnEvents(progress, turn, progress.checkpoint.events_published)
             if info.attempt > 1:
                 events.published_up_to = await _published_up_to(
                     stream, turn, progress.checkpoint.stream_offset
                 )
                 if not spec.runtime.replays_exactly:
                     events.seq = max(events.seq, events.published_up_to + 1)
-            return await self._steps(spec, turn, progress, events, stream, handle)
+            result = await self._steps(spec, turn, progress, events)
+        # The last events travel with the result: no signal, no workflow task of their own.
+        return result.model_copy(
+            update={"events": progress.unsent, "steps": progress.checkpoint.steps}
+        )
 
     async def _steps(
         self,
         spec: AgentSpec,
         turn: TurnInput,
-        progress: _Progress,
+        progress: Progress,
         events: _TurnEvents,
-        stream: WorkflowStreamClient,
-        handle: WorkflowHandle[Any, Any],
     ) -> TurnResult:
         policy = self._registry.policy(spec)
         try:
@@ -142,10 +146,8 @@ class TurnActivities:
                 step = await self._safe_step(spec, turn, progress.checkpoint, events)
                 for message in step.messages:
                     events.message(message)
-                await stream.flush()
                 progress.checkpoint = _advance(progress.checkpoint, step, events.seq)
-                activity.heartbeat(progress.checkpoint.model_dump(mode="json"))
-                await _report_output(handle, turn, step)
+                progress.output = last_text(step) or progress.output
         except asyncio.CancelledError:
             if not _stop_requested():
                 raise
@@ -241,27 +243,3 @@ async def _published_up_to(stream: WorkflowStreamClient, turn: TurnInput, offset
         if item.offset >= end - 1:
             break
     return highest
-
-
-async def _report_output(handle: WorkflowHandle[Any, Any], turn: TurnInput, step: Step) -> None:
-    """Tell the run its latest assistant text, so ``agent_output`` sees it mid-turn."""
-    texts = [m.content for m in step.messages if m.role == "assistant" and m.content]
-    if texts:
-        output = AssistantOutput(epoch=turn.epoch, turn=turn.turn, text=texts[-1])
-        await handle.signal(SIGNAL_ASSISTANT_OUTPUT, output)
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating(progress: _Progress) -> AsyncIterator[None]:
-    """Heartbeat the latest checkpoint all along, so cancels arrive promptly."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat(progress.checkpoint.model_dump(mode="json"))
-            await asyncio.sleep(HEARTBEAT_EVERY)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()

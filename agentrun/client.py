@@ -24,12 +24,10 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun.constants import (
-    EVENTS_TOPIC,
     OWNER_THREAD_ID,
     QUERY_CHILDREN,
     QUERY_RUN_STATE,
@@ -39,6 +37,7 @@ from agentrun.constants import (
     task_queue,
 )
 from agentrun.delegation import DelegationError, not_resumable, not_running, unknown_run
+from agentrun.follow import follow
 from agentrun.models import (
     MAX_RUN_ID_CHARS,
     AgentEvent,
@@ -48,6 +47,7 @@ from agentrun.models import (
     RunSummary,
     check_id,
 )
+from agentrun.visibility import start_search_attributes
 from agentrun.webui import static_details, static_summary
 
 __all__ = ["AgentRunClient", "DelegationError", "StreamedEvent"]
@@ -138,12 +138,22 @@ class AgentRunClient:
         root = await self.summary(owner_thread_id, run_id)
         if root is None:
             raise unknown_run(run_id)
-        running = [s.run_id for s in await self._subtree(root) if s.status == "running"]
+        # A stopped run cancels the children it runs (workflows/_children.py), so the
+        # root's cancel goes out at once and cascades through Temporal while the walk
+        # finds the runs no running parent will cancel: one cancel per run.
+        cascaded = {root.run_id} if root.status == "running" else set()
+        first = asyncio.create_task(self._cancel(root.run_id)) if cascaded else None
+        tree = await self._subtree(root, cascaded)
+        running = {s.run_id: s for s in tree if s.status == "running"}
+        if first is not None:
+            await first
+            running[root.run_id] = root
         if not running:
             raise not_running(run_id, root.status)
-        await asyncio.gather(*(self._cancel(r) for r in running))
-        await asyncio.gather(*(self._closed(r) for r in running))
-        return await self._subtree(await self.summary(owner_thread_id, run_id) or root)
+        await asyncio.gather(*(self._cancel(r) for r in running if r not in cascaded))
+        finals = await asyncio.gather(*(self._final(s) for s in running.values()))
+        closed = {final.run_id: final for final in finals}
+        return [closed.get(s.run_id, s) for s in tree]
 
     async def resume(
         self, owner_thread_id: str, run_id: str, prompt: str | None = None
@@ -218,12 +228,8 @@ class AgentRunClient:
             yield item
 
     async def _follow(self, run_id: str, from_offset: int) -> AsyncIterator[StreamedEvent]:
-        stream = WorkflowStreamClient.create(self.temporal, run_id)
-        subscription = stream.subscribe(
-            EVENTS_TOPIC, from_offset=from_offset, result_type=AgentEvent
-        )
-        async for item in subscription:
-            yield StreamedEvent(offset=item.offset, event=item.data)
+        async for offset, event in follow(self.temporal, run_id, from_offset):
+            yield StreamedEvent(offset=offset, event=event)
 
     async def _follow_tree(self, run_id: str, from_offset: int) -> AsyncIterator[StreamedEvent]:
         queue: asyncio.Queue[StreamedEvent | None] = asyncio.Queue()
@@ -258,16 +264,24 @@ class AgentRunClient:
             for task in tasks:
                 task.cancel()
 
-    async def _subtree(self, root: RunSummary) -> list[RunSummary]:
-        """The run and its descendants of the same owner, depth first, root first."""
+    async def _subtree(
+        self, root: RunSummary, cascaded: set[str] | None = None
+    ) -> list[RunSummary]:
+        """The run and its descendants of the same owner, depth first, root first.
+
+        ``cascaded`` collects the runs a stop of their running parent cancels itself.
+        """
         children = await self._query(root.run_id, QUERY_CHILDREN, list[RunSummary]) or []
         ordered = sorted(children, key=lambda c: c.run_id)
-        # Siblings are read at once: a wide tree costs one round trip per level.
+        if cascaded is not None and root.status == "running":
+            cascaded.update(c.run_id for c in ordered if c.status == "running")
+        # Siblings are read at once: a wide tree costs one round trip per level. Each
+        # child's own summary, not its parent's record of it: the latest text is there.
         currents = await asyncio.gather(
             *(self.summary(root.owner_thread_id, child.run_id) for child in ordered)
         )
         mine = [c for c in currents if c is not None and c.parent_run_id == root.run_id]
-        subtrees = await asyncio.gather(*(self._subtree(current) for current in mine))
+        subtrees = await asyncio.gather(*(self._subtree(current, cascaded) for current in mine))
         return [root, *(summary for subtree in subtrees for summary in subtree)]
 
     async def _resume_through_parent(self, summary: RunSummary, prompt: str | None) -> bool:
@@ -298,10 +312,11 @@ class AgentRunClient:
     ) -> None:
         await self.temporal.start_workflow(
             WORKFLOW_TYPE,
-            run_input,
+            run_input.model_copy(update={"search_attributes_set": True}),
             id=run_id,
             task_queue=self.task_queue,
             id_reuse_policy=reuse,
+            search_attributes=start_search_attributes(run_input),
             static_summary=static_summary(run_input),
             static_details=static_details(run_input, run_id),
         )
@@ -332,6 +347,29 @@ class AgentRunClient:
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
+
+    async def _final(self, running: RunSummary) -> RunSummary:
+        """The summary of a run being stopped once it has closed, from how it closed.
+
+        A closed run's queries replay its whole history on a worker; its result does
+        not: a completed run's result is its summary, a failed run's error carries it,
+        and a stopped run is what it was with the status ``stopped``.
+        """
+        handle = self.temporal.get_workflow_handle(running.run_id, result_type=RunSummary)
+        try:
+            return await asyncio.wait_for(
+                handle.result(follow_runs=True),
+                _CLOSE_WAIT.total_seconds(),
+            )
+        except WorkflowFailureError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.details:
+                return RunSummary.model_validate(cause.details[0])
+            if isinstance(cause, CancelledError):
+                return running.model_copy(update={"status": "stopped"})
+        except (WorkflowContinuedAsNewError, RPCError, TimeoutError):
+            pass
+        return await self.summary(running.owner_thread_id, running.run_id) or running
 
     async def _closed(self, run_id: str) -> None:
         """Wait until the run's current execution has closed, however it closed."""

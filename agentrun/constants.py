@@ -42,12 +42,28 @@ TURN_HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 HEARTBEAT_THROTTLE = timedelta(milliseconds=300)
 HEARTBEAT_EVERY = 0.2
 TURN_START_TO_CLOSE = timedelta(hours=6)
+# Events reach a run's stream in batches: each batch is a signal, and a signal with its
+# workflow task is four history events. 50 ms keeps an event's trip to a follower near
+# 60 ms; longer batches trade latency for history (docs/design.md, "Streaming").
+STREAM_BATCH_ENV = "AGENTRUN_STREAM_BATCH_MS"
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=50)
+# A running turn tells its run its latest assistant text at most this often (seconds).
+OUTPUT_REPORT_EVERY = 1.0
 
 # Guards against runaway recursion: a tree never grows deeper than this, and one run
 # never delegates more than this many runs.
 MAX_DEPTH = 8
 MAX_CHILDREN_PER_RUN = 100
+
+
+def stream_batch_interval() -> timedelta:
+    """``AGENTRUN_STREAM_BATCH_MS`` (10 to 5000), or ``STREAM_BATCH_INTERVAL``."""
+    raw = os.environ.get(STREAM_BATCH_ENV)
+    if not raw:
+        return STREAM_BATCH_INTERVAL
+    if not raw.isdigit() or not 10 <= int(raw) <= 5000:
+        raise ValueError(f"{STREAM_BATCH_ENV}={raw!r}: expected milliseconds from 10 to 5000")
+    return timedelta(milliseconds=int(raw))
 
 
 def task_queue() -> str:

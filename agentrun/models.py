@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
-from agentrun.constants import TURN_START_TO_CLOSE
+from agentrun.constants import TURN_HEARTBEAT_TIMEOUT, TURN_START_TO_CLOSE
 
 Role = Literal["user", "assistant", "system", "tool"]
 Status = Literal["running", "completed", "failed", "stopped"]
@@ -124,6 +124,14 @@ class AgentRunInput(BaseModel):
     turn_timeout: float = Field(
         default=TURN_START_TO_CLOSE.total_seconds(), ge=1.0, le=30 * 24 * 3600.0
     )
+    # How long a turn's worker may be silent before Temporal retries the turn elsewhere:
+    # what a killed worker costs in waiting. Shorter is quicker recovery, more heartbeats.
+    heartbeat_timeout: float = Field(
+        default=TURN_HEARTBEAT_TIMEOUT.total_seconds(), ge=1.0, le=3600.0
+    )
+    # Whoever started the run set its search attributes (agentrun.visibility): the run
+    # does not upsert them again when it starts.
+    search_attributes_set: bool = False
 
     @field_validator("owner_thread_id", "agent_id", mode="after")
     @classmethod
@@ -247,7 +255,10 @@ class TurnInput(BaseModel):
     agent_state: dict[str, JsonValue] = Field(default_factory=dict)
     children: list[RunSummary] = Field(default_factory=list)
     stream_offset: int = 0
+    # A long thread: ``messages`` are the thread from index ``tail_from`` on (what was
+    # added since the previous turn began), the rest is read from the run or a copy.
     thread_by_query: bool = False
+    tail_from: int = 0
 
 
 class AgentPolicy(BaseModel):
@@ -266,6 +277,9 @@ class TurnResult(BaseModel):
     error: str | None = None
     stopped: bool = False
     policy: AgentPolicy = Field(default_factory=AgentPolicy)
+    # The turn's last events, not sent to the stream yet: the workflow publishes them.
+    events: list[AgentEvent] = Field(default_factory=list)
+    steps: int = 0  # steps the turn took, all its attempts together
 
 
 class TurnCheckpoint(BaseModel):

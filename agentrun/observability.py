@@ -34,6 +34,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ActivityOutboundInterceptor,
+    ExecuteActivityInput,
     ExecuteWorkflowInput,
     HandleSignalInput,
     HandleUpdateInput,
@@ -78,7 +79,7 @@ COUNTERS: Mapping[str, str] = {
     RUNS_FAILED: "Run epochs that ended failed",
     RUNS_STOPPED: "Run epochs that ended stopped",
     EVENTS_PUBLISHED: "Events appended to the runs' streams",
-    CHECKPOINTS_WRITTEN: "Turn checkpoints heartbeated (one per agent step)",
+    CHECKPOINTS_WRITTEN: "Agent steps checkpointed (heartbeated, or in the turn's result)",
 }
 
 # The stream's documented offset query (temporalio.contrib.workflow_streams): the
@@ -287,7 +288,16 @@ class _ActivityCounters(ActivityInboundInterceptor):
     """One per activity attempt."""
 
     def init(self, outbound: ActivityOutboundInterceptor) -> None:
-        super().init(_CheckpointCounter(outbound))
+        self._checkpoints = _CheckpointCounter(outbound)
+        super().init(self._checkpoints)
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        result = await super().execute_activity(input)
+        # A turn's last steps travel in its result, not in a heartbeat.
+        steps = getattr(result, "steps", None)
+        if isinstance(steps, int):
+            self._checkpoints.count(steps)
+        return result
 
 
 class _CheckpointCounter(ActivityOutboundInterceptor):
@@ -303,10 +313,11 @@ class _CheckpointCounter(ActivityOutboundInterceptor):
 
     def heartbeat(self, *details: Any) -> None:
         super().heartbeat(*details)
-        if not self._is_turn:
-            return
-        steps = _checkpoint_steps(details)
-        if steps > self._steps:
+        self.count(_checkpoint_steps(details))
+
+    def count(self, steps: int) -> None:
+        """Count the steps up to ``steps`` not counted yet."""
+        if self._is_turn and steps > self._steps:
             if self._counter is None:
                 self._counter = activity.metric_meter().create_counter(
                     CHECKPOINTS_WRITTEN, COUNTERS[CHECKPOINTS_WRITTEN]

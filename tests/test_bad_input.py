@@ -50,6 +50,11 @@ CASES: list[tuple[str, Any, str]] = [
         "Invalid script: step 1: sleep: Input should be a valid number",
     ),
     (
+        "heartbeat timeout too short",
+        {"owner_thread_id": "t", "agent_id": "scripted", "prompt": "hi", "heartbeat_timeout": 0.1},
+        "heartbeat_timeout: Input should be greater than or equal to 1",
+    ),
+    (
         "unknown tool",
         {"owner_thread_id": "t", "agent_id": "scripted", "prompt": script({"tool": "rm"})},
         "Invalid script: step 1: tool: Input should be 'agent_run', 'agent_stop' or 'agent_output'",

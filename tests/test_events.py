@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
 from agentrun.client import AgentRunClient, StreamedEvent
-from tests.helpers import child, run, script
+from tests.helpers import child, history_events, run, script
 
 
 async def collect(runs: AgentRunClient, owner: str, run_id: str, **options) -> list[StreamedEvent]:
@@ -75,3 +78,36 @@ async def test_events_with_descendants_merge_every_run_of_the_tree(
         if e.event.kind == "child_started" and e.event.summary
     ]
     assert sorted(started) == [f"{run_id}.1", f"{run_id}.1.1", f"{run_id}.2"]
+
+
+async def test_a_short_turn_sends_no_signal_and_following_writes_no_history(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    run_id = await runs.start(owner, "scripted", script({"say": "one two"}))
+    followed = await asyncio.wait_for(collect(runs, owner, run_id), 20)
+    assert [e.event.kind for e in followed] == [
+        "run_started",
+        "text_delta",
+        "text_delta",
+        "message",
+        "finish",
+    ]
+    kinds = [e.event_type for e in await history_events(temporal, run_id)]
+    # The turn's events came back in its result, and the follower read by query.
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED not in kinds
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED not in kinds
+
+
+async def test_a_streaming_turn_sends_its_events_in_batches(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    run_id = await runs.start(owner, "scripted", script(*[{"say": f"w{n}"} for n in range(40)]))
+    followed = await asyncio.wait_for(collect(runs, owner, run_id), 30)
+    assert [e.event.text for e in followed if e.event.kind == "text_delta"] == [
+        f"w{n}" for n in range(40)
+    ]
+    signaled = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    signals = [e for e in await history_events(temporal, run_id) if e.event_type == signaled]
+    # 40 steps, 80 events, in a few 50 ms batches (or the turn's result): not a signal
+    # per step, and no signal per thing said.
+    assert len(signals) <= 5

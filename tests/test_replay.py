@@ -1,8 +1,11 @@
 """Determinism: recorded histories replay on the current workflow code.
 
 ``tests/histories/*.json`` were recorded from representative runs (fan-out, stop,
-resume, failure, bad input). A workflow change that would break running workflows
-fails here. To record them anew (only after a deliberate, versioned change):
+resume, failure, continue-as-new) of each version of the workflow that ran: the first
+set before any patch, the second with the patches ``child-settled-signal`` and
+``cancel-children-at-once``. A workflow change that would break running workflows fails
+here. After a deliberate, versioned change, record the new version's histories
+alongside the old ones (never instead of them):
 ``AGENTRUN_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_replay.py``.
 """
 

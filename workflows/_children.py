@@ -15,16 +15,12 @@ from datetime import timedelta
 
 from pydantic import JsonValue
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from agentrun.constants import (
-    AGENT_ID,
-    DELEGATION_EPOCH,
-    DELEGATION_STATUS,
     MAX_CHILDREN_PER_RUN,
-    OWNER_THREAD_ID,
     READ_RUN_ACTIVITY,
     WORKFLOW_TYPE,
 )
@@ -50,6 +46,7 @@ from agentrun.models import (
     RunSummary,
     ToolCall,
 )
+from agentrun.visibility import start_search_attributes
 from agentrun.webui import static_details, static_summary
 
 # How long a stop waits for a stopped child to report that it has closed.
@@ -233,11 +230,11 @@ class Children:
         try:
             handle = await workflow.start_child_workflow(
                 WORKFLOW_TYPE,
-                child,
+                child.model_copy(update={"search_attributes_set": True}),
                 id=run_id,
                 task_queue=self._parent.task_queue,
                 result_type=RunSummary,
-                search_attributes=_search_attributes(child),
+                search_attributes=start_search_attributes(child),
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 static_summary=static_summary(child),
@@ -314,15 +311,3 @@ class Children:
             start_to_close_timeout=timedelta(seconds=30),
         )
         return state
-
-
-def _search_attributes(child: AgentRunInput) -> TypedSearchAttributes:
-    """Children inherit no search attributes, so each is set explicitly."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(OWNER_THREAD_ID, child.owner_thread_id),
-            SearchAttributePair(AGENT_ID, child.agent_id),
-            SearchAttributePair(DELEGATION_STATUS, "running"),
-            SearchAttributePair(DELEGATION_EPOCH, child.epoch),
-        ]
-    )

@@ -33,7 +33,6 @@ from agentrun.constants import (
     SIGNAL_ASSISTANT_OUTPUT,
     SIGNAL_CHILD_SETTLED,
     TURN_ACTIVITY,
-    TURN_HEARTBEAT_TIMEOUT,
     WORKFLOW_TYPE,
 )
 from agentrun.delegation import DelegationError, last_assistant_text
@@ -104,6 +103,7 @@ class AgentRunWorkflow:
         self._turn = self._input.turn
         self._turns_here = 0
         self._live_output: str | None = None
+        self._tail_from: int | None = None  # the thread's length when the last turn began
         self._children = Children(
             Parent(self._run_id, self._input.owner_thread_id, self._input.depth, info.task_queue),
             self._input.children,
@@ -115,7 +115,10 @@ class AgentRunWorkflow:
         """Run the agent to its end; the result is the run summary."""
         if self._input_error is not None:
             raise ApplicationError(self._input_error, type="InvalidInput", non_retryable=True)
-        self._set_status("running")
+        if self._input.search_attributes_set:
+            self._status = "running"
+        else:  # started without them (by an older client, or through Temporal itself)
+            self._set_status("running")
         if not self._input.continued:
             self._publish("run_started")
         try:
@@ -141,6 +144,7 @@ class AgentRunWorkflow:
             if self._should_continue_as_new():
                 await self._continue_as_new()
             result = await self._run_turn()
+            self._publish_turn_events(result.events)
             self._thread.extend(result.messages)
             self._agent_state = result.agent_state
             self._children.policy = result.policy
@@ -173,6 +177,7 @@ class AgentRunWorkflow:
                 "children": self._children.summaries(),
                 "turn": self._turn,
                 "continued": True,
+                "search_attributes_set": False,  # the next run sets its own
             }
         )
         self._stream.truncate(_carried_stream_start(self._stream.get_state()))
@@ -183,7 +188,12 @@ class AgentRunWorkflow:
     async def _run_turn(self) -> TurnResult:
         self._turn += 1
         self._turns_here += 1
-        inline = _thread_size(self._thread) <= INLINE_THREAD_BYTES
+        inline = _fits(self._thread, INLINE_THREAD_BYTES)
+        tail_from = self._tail_from if self._tail_from is not None else len(self._thread)
+        tail = self._thread[tail_from:]
+        if not _fits(tail, INLINE_THREAD_BYTES):
+            tail_from, tail = len(self._thread), []
+        self._tail_from = len(self._thread)
         turn = TurnInput(
             run_id=self._run_id,
             owner_thread_id=self._input.owner_thread_id,
@@ -191,8 +201,9 @@ class AgentRunWorkflow:
             epoch=self._input.epoch,
             turn=self._turn,
             depth=self._input.depth,
-            messages=self._thread if inline else [],
+            messages=self._thread if inline else tail,
             thread_by_query=not inline,
+            tail_from=0 if inline else tail_from,
             agent_state=self._agent_state,
             children=self._children.summaries(),
             stream_offset=self._stream_offset(),
@@ -203,7 +214,7 @@ class AgentRunWorkflow:
                 turn,
                 result_type=TurnResult,
                 start_to_close_timeout=timedelta(seconds=self._input.turn_timeout),
-                heartbeat_timeout=TURN_HEARTBEAT_TIMEOUT,
+                heartbeat_timeout=timedelta(seconds=self._input.heartbeat_timeout),
                 retry_policy=TURN_RETRY,
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{self._input.agent_id} turn {self._turn}",
@@ -238,7 +249,8 @@ class AgentRunWorkflow:
         # Patched: runs that stopped before children reported themselves replay as they ran.
         if parent is None or not workflow.patched("child-settled-signal"):
             return
-        # If the parent has closed there is nothing left to tell.
+        # If the parent has closed there is nothing left to tell. Awaited: a signal a
+        # run sends in the workflow task that closes it is never delivered.
         with contextlib.suppress(FailureError):
             await workflow.get_external_workflow_handle(parent.workflow_id).signal(
                 SIGNAL_CHILD_SETTLED, self.summary()
@@ -278,6 +290,13 @@ class AgentRunWorkflow:
         )
         self._events.publish(event)
         self._show(_describe(event))
+
+    def _publish_turn_events(self, events: list[AgentEvent]) -> None:
+        """The turn's last events, which it handed back instead of sending."""
+        for event in events:
+            self._events.publish(event)
+        if events:
+            self._show(_describe(events[-1]))
 
     def _show(self, last_event: str) -> None:
         workflow.set_current_details(current_details(last_event, self._children.summaries()))
@@ -358,9 +377,14 @@ def _carried_stream_start(state: WorkflowStreamState) -> int:
     return start
 
 
-def _thread_size(thread: list[Message]) -> int:
-    """Roughly the thread's JSON size: its text, plus a little per message."""
-    return sum(len(m.content) + 64 + sum(len(str(c.args)) for c in m.tool_calls) for m in thread)
+def _fits(messages: list[Message], limit: int) -> bool:
+    """Whether the messages' JSON is about ``limit`` bytes or less (stops counting past it)."""
+    size = 0
+    for m in messages:
+        size += len(m.content) + 64 + sum(len(str(c.args)) for c in m.tool_calls)
+        if size > limit:
+            return False
+    return True
 
 
 def _describe(event: AgentEvent) -> str:

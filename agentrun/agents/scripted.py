@@ -8,8 +8,10 @@ retry sleeps only what was left.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
@@ -57,8 +59,11 @@ class ScriptError(ValueError):
     """A prompt that is a script but not a valid one."""
 
 
-def parse_script(text: str) -> list[ScriptStep] | None:
+@functools.lru_cache(maxsize=64)
+def parse_script(text: str) -> tuple[ScriptStep, ...] | None:
     """The script's steps, or None when ``text`` is not a script (it is echoed).
+
+    Parsed once per script and kept (a run takes a step at a time, thousands of them).
 
     Raises:
         ScriptError: naming the bad step, when ``text`` is a JSON object with
@@ -78,7 +83,7 @@ def parse_script(text: str) -> list[ScriptStep] | None:
     steps = document["steps"]
     if not isinstance(steps, list):
         raise ScriptError(f"Invalid script: 'steps' must be a list, got {type(steps).__name__}")
-    return [_parse_step(index, raw) for index, raw in enumerate(steps, start=1)]
+    return tuple(_parse_step(index, raw) for index, raw in enumerate(steps, start=1))
 
 
 def _parse_step(index: int, raw: object) -> ScriptStep:
@@ -133,7 +138,7 @@ class ScriptedAgent:
         call = ToolCall(
             id=f"call-{ctx.epoch}-{script_at}-{position + 1}",
             name=current.tool,
-            args=_resolve_args(current.args, _run_refs(ctx.thread, script_at)),
+            args=_resolve_args(current.args, lambda: _run_refs(ctx.thread, script_at)),
         )
         message = Message(role="assistant", tool_calls=[call])
         return Step(messages=[message], state=advanced, tool_calls=[call])
@@ -190,12 +195,16 @@ def _run_refs(thread: list[Message], script_at: int) -> list[str]:
     return refs
 
 
-def _resolve_args(args: dict[str, JsonValue], refs: list[str]) -> dict[str, JsonValue]:
+def _resolve_args(
+    args: dict[str, JsonValue], read_refs: Callable[[], list[str]]
+) -> dict[str, JsonValue]:
     resolved: dict[str, JsonValue] = {}
+    refs: list[str] | None = None  # read only when an argument refers to a run
     for key, value in args.items():
         if key == "prompt" and isinstance(value, dict | list):
             resolved[key] = json.dumps(value)
         elif isinstance(value, str) and (match := _RUN_REF.match(value)):
+            refs = read_refs() if refs is None else refs
             number = int(match.group(1))
             known = 1 <= number <= len(refs) and refs[number - 1]
             resolved[key] = refs[number - 1] if known else value
