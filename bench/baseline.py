@@ -16,8 +16,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from agentrun.constants import HEARTBEAT_THROTTLE
-    from worker import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT
+    from agentrun.constants import HEARTBEAT_EVERY, HEARTBEAT_THROTTLE, TURN_HEARTBEAT_TIMEOUT
+    from worker import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT, max_concurrent_turns
 
 TURN_TIMEOUT = timedelta(minutes=5)
 
@@ -73,13 +73,47 @@ class BaselineParent:
         return answer
 
 
+@activity.defn(name="baseline_sleep")
+async def baseline_sleep(seconds: float) -> None:
+    """A leaf's turn: sleeps, heartbeating like an agentrun turn, until cancelled."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        activity.heartbeat()
+        await asyncio.sleep(HEARTBEAT_EVERY)
+
+
+@workflow.defn(name="BaselineTree")
+class BaselineTree:
+    """A node of a stop-cascade tree: ``fanout[0]`` children of ``fanout[1:]`` each, or a
+    sleeping leaf. A cancel cascades the SDK's way (the awaiting child handles cancel)."""
+
+    @workflow.run
+    async def run(self, fanout: list[int]) -> None:
+        if not fanout:
+            await workflow.execute_activity(
+                baseline_sleep,
+                600.0,
+                start_to_close_timeout=TURN_TIMEOUT * 3,
+                heartbeat_timeout=TURN_HEARTBEAT_TIMEOUT,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            return
+        me = workflow.info().workflow_id
+        children = [
+            workflow.execute_child_workflow(BaselineTree.run, fanout[1:], id=f"{me}.{n + 1}")
+            for n in range(fanout[0])
+        ]
+        await asyncio.gather(*children)
+
+
 def baseline_worker(client: Client, queue: str) -> Worker:
     """The baseline's worker, with ``build_worker``'s settings."""
     return Worker(
         client,
         task_queue=queue,
-        workflows=[BaselineParent, BaselineChild],
-        activities=[baseline_turn],
+        workflows=[BaselineParent, BaselineChild, BaselineTree],
+        activities=[baseline_turn, baseline_sleep],
+        max_concurrent_activities=max_concurrent_turns(),
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench._harness import Report
+from bench._harness import Report, percentile
 
 
 def draw(report: Report, directory: Path) -> list[Path]:
@@ -25,8 +25,12 @@ def draw(report: Report, directory: Path) -> list[Path]:
             {k: report.samples.get(f"delegation_{k}", []) for k in ("agentrun", "baseline")},
         ),
         "streaming.png": (
-            "Event to client latency (~100 words/s requested)",
-            {"agentrun": report.samples.get("streaming_latency", [])},
+            "Event to client latency at ~100 events/s, by stream batch interval",
+            {
+                key.removeprefix("streaming_latency_"): values
+                for key, values in report.samples.items()
+                if key.startswith("streaming_latency_")
+            },
         ),
     }
     for name, (title, groups) in series.items():
@@ -45,16 +49,62 @@ def draw(report: Report, directory: Path) -> list[Path]:
         plt.close(figure)
         written.append(directory / name)
     written += _bars(report, directory)
+    written += _curves(report, directory)
+    return written
+
+
+def _curves(report: Report, directory: Path) -> list[Path]:
+    """Stop time against tree size, and event latency against events per second."""
+    import matplotlib.pyplot as pyplot
+
+    plots = {
+        "stop.png": (
+            "Stop to all closed, by tree size (p50)",
+            "runs in the tree",
+            "s",
+            {"agentrun": "stop_", "baseline (plain Temporal)": "stop_baseline_"},
+            1.0,
+        ),
+        "streaming_rate.png": (
+            "Event to client latency, by event rate (default batch)",
+            "events per second",
+            "ms",
+            {"agentrun": "streaming_rate_"},
+            1000.0,
+        ),
+    }
+    written = []
+    for name, (title, xlabel, unit, series, scale) in plots.items():
+        figure, axes = pyplot.subplots(figsize=(7, 4))
+        drawn = False
+        for label, prefix in series.items():
+            points = sorted(
+                (float(key.removeprefix(prefix)), values)
+                for key, values in report.samples.items()
+                if key.startswith(prefix) and key.removeprefix(prefix).isdigit() and values
+            )
+            for pct in (50, 95) if unit == "ms" else (50,):
+                ys = [percentile(values, pct) * scale for _, values in points]
+                if ys:
+                    axes.plot([x for x, _ in points], ys, marker="o", label=f"{label} p{pct}")
+                    drawn = True
+        if drawn:
+            axes.set(title=title, xlabel=xlabel, ylabel=unit)
+            axes.grid(alpha=0.3)
+            axes.legend()
+            figure.tight_layout()
+            figure.savefig(directory / name, dpi=100)
+            written.append(directory / name)
+        pyplot.close(figure)
     return written
 
 
 def _bars(report: Report, directory: Path) -> list[Path]:
-    """Throughput, stop and memory figures as bar charts, one panel each."""
+    """Throughput and memory figures as bar charts, one panel each."""
     import matplotlib.pyplot as pyplot
 
     panels = [
         ("throughput", "deleg/s", "Background delegations per second"),
-        ("stop", "s", "Stop to all closed (p50, max, walk)"),
         ("memory", "MB", "Worker RSS"),
     ]
     panels = [

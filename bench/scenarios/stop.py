@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import time
+import uuid
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from agentrun.client import AgentRunClient
 from bench._harness import (
@@ -16,8 +19,11 @@ from bench._harness import (
     agentrun_worker,
     fresh_server,
     new_owner,
+    new_queue,
     percentile,
 )
+from bench.baseline import BaselineTree, baseline_worker
+from worker import MAX_TURNS_ENV
 
 LEAF = {"steps": [{"sleep": 600}]}
 
@@ -30,13 +36,13 @@ def _delegate(prompt: object) -> dict[str, object]:
 
 
 # runs in the tree: (middle runs under the root, leaves under each middle; 0 = leaves only).
-# No 300: one worker runs at most 100 turns at once (the SDK's max_concurrent_activities,
-# which build_worker leaves at its default), so 286 leaves cannot all be mid-sleep.
-SHAPES = {10: (9, 0), 100: (9, 10)}
+SHAPES = {10: (9, 0), 100: (9, 10), 300: (13, 22)}
+# Every leaf of the 300 tree holds a turn: both workers get room for them.
+TURN_SLOTS = "400"
 
 
 def tree_script(size: int) -> str:
-    """A root over 9 leaves (10 runs), or over 9 middles of 10 leaves each (100 runs)."""
+    """A root over 9 leaves (10 runs), or over middles of leaves (100: 9 x 10; 300: 13 x 22)."""
     middles, leaves = SHAPES[size]
     if leaves == 0:
         return json.dumps({"steps": [_delegate(LEAF)] * middles})
@@ -49,12 +55,38 @@ async def _running(client: Client, owner: str) -> int:
     return (await client.count_workflows(query)).count
 
 
-async def _wait_running(client: Client, owner: str, size: int, timeout: float = 120) -> None:
+async def _baseline_running(client: Client) -> int:
+    query = "WorkflowType = 'BaselineTree' AND ExecutionStatus = 'Running'"
+    return (await client.count_workflows(query)).count
+
+
+async def _wait_running(client: Client, owner: str | None, size: int, timeout: float = 180) -> None:
+    """Until ``size`` runs of the owner (None: baseline nodes) are running."""
     deadline = time.monotonic() + timeout
-    while await _running(client, owner) < size:
+    count = _baseline_running(client) if owner is None else _running(client, owner)
+    while await count < size:
+        count = _baseline_running(client) if owner is None else _running(client, owner)
         if time.monotonic() > deadline:
             raise TimeoutError(f"tree of {size} did not start within {timeout}s")
         await asyncio.sleep(0.2)
+
+
+async def baseline_stop_once(client: Client, queue: str, size: int) -> float:
+    """Seconds from the root's cancel until no node of the baseline tree is running."""
+    middles, leaves = SHAPES[size]
+    fanout = [middles, leaves] if leaves else [middles]
+    handle = await client.start_workflow(
+        BaselineTree.run, fanout, id=f"baseline-tree-{uuid.uuid4().hex[:8]}", task_queue=queue
+    )
+    await _wait_running(client, None, size)
+    await asyncio.sleep(1.0)  # every leaf is now inside its sleep
+    start = time.perf_counter()
+    await handle.cancel()
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    while await _baseline_running(client):
+        await asyncio.sleep(0.02)
+    return time.perf_counter() - start
 
 
 async def _last_close(client: Client, owner: str) -> float:
@@ -91,50 +123,44 @@ async def stop_once(runs: AgentRunClient, size: int) -> tuple[float, float, floa
 
 
 async def run(report: Report) -> None:
-    """Stop trees of 10 and 100 runs, a few times each."""
+    """Stop trees of 10, 100 and 300 runs, agentrun's and the baseline's, a few times."""
     repeats = 1 if QUICK else 3
-    async with fresh_server() as server, agentrun_worker(server.client) as queue:
-        runs = AgentRunClient(server.client, queue)
-        for size in SHAPES:
-            results = [await stop_once(runs, size) for _ in range(repeats)]
-            stops = [result[0] for result in results]
-            closes = [result[1] for result in results]
-            walks = [result[2] for result in results]
-            closed_walks = [result[3] for result in results]
-            report.samples[f"stop_{size}"] = stops
-            target, met = ("<= 1.0 s", percentile(stops, 50) <= 1.0) if size == 100 else ("", None)
-            report.add(
-                Figure(
-                    "stop",
-                    f"tree of {size}: stop to all closed p50",
-                    percentile(stops, 50),
-                    "s",
-                    target,
-                    met,
-                )
-            )
-            report.add(Figure("stop", f"tree of {size}: max of {repeats}", max(stops), "s"))
-            report.add(
-                Figure(
-                    "stop",
-                    f"tree of {size}: stop to last close (server) p50",
-                    percentile(closes, 50),
-                    "s",
-                )
-            )
-            report.add(
-                Figure(
-                    "stop",
-                    f"tree of {size}: subtree walk over closed runs p50",
-                    percentile(closed_walks, 50),
-                    "s",
-                )
-            )
-            report.add(
-                Figure(
-                    "stop",
-                    f"tree of {size}: subtree walk over open runs p50",
-                    percentile(walks, 50),
-                    "s",
-                )
-            )
+    os.environ[MAX_TURNS_ENV] = TURN_SLOTS
+    try:
+        async with fresh_server() as server, agentrun_worker(server.client) as queue:
+            baseline_queue = new_queue("baseline")
+            async with baseline_worker(server.client, baseline_queue):
+                for size in SHAPES:
+                    runs = AgentRunClient(server.client, queue)
+                    results = [await stop_once(runs, size) for _ in range(repeats)]
+                    bases = [
+                        await baseline_stop_once(server.client, baseline_queue, size)
+                        for _ in range(repeats)
+                    ]
+                    _report(report, size, results, bases)
+    finally:
+        del os.environ[MAX_TURNS_ENV]
+
+
+def _report(
+    report: Report,
+    size: int,
+    results: list[tuple[float, float, float, float]],
+    bases: list[float],
+) -> None:
+    stops = [result[0] for result in results]
+    report.samples[f"stop_{size}"] = stops
+    report.samples[f"stop_baseline_{size}"] = bases
+    p50, base = percentile(stops, 50), percentile(bases, 50)
+    target, met = ("<= 1.0 s", p50 <= 1.0) if size == 100 else ("", None)
+    report.add(Figure("stop", f"tree of {size}: stop to all closed p50", p50, "s", target, met))
+    report.add(Figure("stop", f"tree of {size}: max of {len(stops)}", max(stops), "s"))
+    report.add(Figure("stop", f"tree of {size}: baseline cancel to all closed p50", base, "s"))
+    report.add(Figure("stop", f"tree of {size}: ratio agentrun/baseline p50", p50 / base, "x"))
+    for index, name in (
+        (1, "stop to last close (server) p50"),
+        (2, "subtree walk over open runs p50"),
+        (3, "subtree walk over closed runs p50"),
+    ):
+        values = [result[index] for result in results]
+        report.add(Figure("stop", f"tree of {size}: {name}", percentile(values, 50), "s"))
