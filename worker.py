@@ -20,7 +20,7 @@ from agentrun.agents import AgentRegistry, default_registry
 from agentrun.agents.registry_file import RegistryError, load_registry
 from agentrun.codec import CodecError
 from agentrun.connection import connect
-from agentrun.constants import HEARTBEAT_THROTTLE, stream_batch_interval, task_queue
+from agentrun.constants import HEARTBEAT_THROTTLE, env_int, stream_batch_interval, task_queue
 from agentrun.observability import (
     ObservabilityError,
     RunMetricsInterceptor,
@@ -46,12 +46,7 @@ DEFAULT_MAX_TURNS = 100
 
 def max_concurrent_turns() -> int:
     """``AGENTRUN_MAX_CONCURRENT_TURNS`` (1 to 10000), or 100."""
-    raw = os.environ.get(MAX_TURNS_ENV)
-    if not raw:
-        return DEFAULT_MAX_TURNS
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
-        raise ValueError(f"{MAX_TURNS_ENV}={raw!r}: expected a whole number from 1 to 10000")
-    return int(raw)
+    return env_int(MAX_TURNS_ENV, DEFAULT_MAX_TURNS, 1, 10_000)
 
 
 def build_worker(

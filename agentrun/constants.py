@@ -56,14 +56,20 @@ MAX_DEPTH = 8
 MAX_CHILDREN_PER_RUN = 100
 
 
+def env_int(name: str, default: int, low: int, high: int, unit: str = "a whole number") -> int:
+    """The integer in environment variable ``name`` (``low`` to ``high``), or ``default``."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValueError(f"{name}={raw!r}: expected {unit} from {low} to {high}")
+    return int(raw)
+
+
 def stream_batch_interval() -> timedelta:
     """``AGENTRUN_STREAM_BATCH_MS`` (10 to 5000), or ``STREAM_BATCH_INTERVAL``."""
-    raw = os.environ.get(STREAM_BATCH_ENV)
-    if not raw:
-        return STREAM_BATCH_INTERVAL
-    if not raw.isdigit() or not 10 <= int(raw) <= 5000:
-        raise ValueError(f"{STREAM_BATCH_ENV}={raw!r}: expected milliseconds from 10 to 5000")
-    return timedelta(milliseconds=int(raw))
+    default = int(STREAM_BATCH_INTERVAL.total_seconds() * 1000)
+    return timedelta(milliseconds=env_int(STREAM_BATCH_ENV, default, 10, 5000, "milliseconds"))
 
 
 def task_queue() -> str:
