@@ -10,9 +10,9 @@ FROM python:${PYTHON_VERSION}-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/agentrun
 WORKDIR /src
-# Only what the package is built from (pyproject.toml's packages and py-modules):
-# nothing else in the build context, such as a worker.env, can reach the image.
-COPY pyproject.toml README.md worker.py ./
+# Only what the package is built from (pyproject.toml's packages): nothing else in the
+# build context, such as a worker.env, can reach the image.
+COPY pyproject.toml README.md ./
 COPY agentrun ./agentrun
 COPY workflows ./workflows
 COPY activities ./activities
@@ -28,10 +28,10 @@ COPY --from=build /opt/agentrun /opt/agentrun
 ENV PATH=/opt/agentrun/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER agentrun
 WORKDIR /home/agentrun
-# The worker stops gracefully on SIGTERM (worker.py); give it 30 s before a SIGKILL
+# The worker stops gracefully on SIGTERM (agentrun worker); give it 30 s before a SIGKILL
 # (`docker stop --time 30`, compose's stop_grace_period).
 STOPSIGNAL SIGTERM
-# Healthy while this container's worker polls its task queue (agentrun/healthcheck.py).
+# Healthy while this container's worker polls its task queue (agentrun healthcheck).
 HEALTHCHECK --interval=30s --timeout=15s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "agentrun.healthcheck"]
-CMD ["python", "-m", "worker"]
+    CMD ["agentrun", "healthcheck"]
+CMD ["agentrun", "worker"]

@@ -35,13 +35,13 @@ bench: venv
 	$(BIN)/python -m bench
 
 # docs/webui-tree.png: a run tree in the Web UI, read and checked by headless Chromium
-# (agentrun/_webui_check.py). Installs Debian's chromium when missing and run as root.
+# (devtools/webui_check.py). Installs Debian's chromium when missing and run as root.
 screenshot: venv
 	@test -x /usr/bin/chromium || [ -n "$$AGENTRUN_CHROMIUM" ] || \
 	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	else echo "make screenshot needs Chromium: sudo apt-get install chromium" \
 	"(or AGENTRUN_CHROMIUM=/path/to/chromium)" >&2; exit 1; fi
-	$(BIN)/python -m agentrun._webui_check docs/webui-tree.png
+	$(BIN)/python -m devtools.webui_check docs/webui-tree.png
 
 server: venv
 	$(BIN)/agentrun server

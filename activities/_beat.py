@@ -20,9 +20,9 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
 from temporalio.service import RPCError
 
-from agentrun.agents import Step
-from agentrun.constants import HEARTBEAT_EVERY, OUTPUT_REPORT_EVERY, SIGNAL_ASSISTANT_OUTPUT
-from agentrun.models import AgentEvent, AssistantOutput, TurnCheckpoint, TurnInput
+from agentrun._agents import Step
+from agentrun._constants import HEARTBEAT_EVERY, OUTPUT_REPORT_EVERY, SIGNAL_ASSISTANT_OUTPUT
+from agentrun._models import AgentEvent, AssistantOutput, TurnCheckpoint, TurnInput
 
 logger = logging.getLogger(__name__)
 

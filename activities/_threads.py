@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from agentrun.models import Message, TurnInput
+from agentrun._models import Message, TurnInput
 
 # Copies kept, newest first; the oldest go beyond either bound.
 MAX_THREADS = 256

@@ -6,8 +6,8 @@ from temporalio import activity
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentrun.constants import QUERY_RUN_STATE, READ_RUN_ACTIVITY
-from agentrun.models import ReadRunInput, RunState
+from agentrun._constants import QUERY_RUN_STATE, READ_RUN_ACTIVITY
+from agentrun._models import ReadRunInput, RunState
 
 
 @activity.defn(name=READ_RUN_ACTIVITY)

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
-from activities._beat import Progress, beating, last_text
-from activities._threads import ThreadCache
-from agentrun.agents import (
+from agentrun._agents import (
     AgentRegistry,
     AgentSpec,
     RetryableStepError,
@@ -28,19 +27,21 @@ from agentrun.agents import (
     StepContext,
     delegation_instructions,
 )
-from agentrun.constants import (
+from agentrun._constants import (
     EVENTS_TOPIC,
     QUERY_THREAD,
+    STREAM_BATCH_INTERVAL,
     TURN_ACTIVITY,
-    stream_batch_interval,
 )
-from agentrun.models import (
+from agentrun._models import (
     AgentEvent,
     Message,
     TurnCheckpoint,
     TurnInput,
     TurnResult,
 )
+from agentrun.activities._beat import Progress, beating, last_text
+from agentrun.activities._threads import ThreadCache
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +84,10 @@ class _TurnEvents:
 class TurnActivities:
     """The turn activity, bound to a worker's agent registry."""
 
-    def __init__(self, registry: AgentRegistry) -> None:
-        """Keep the registry the turns resolve agent ids in."""
+    def __init__(self, registry: AgentRegistry, batch: timedelta = STREAM_BATCH_INTERVAL) -> None:
+        """Keep the registry the turns resolve agent ids in, and the stream's batching."""
         self._registry = registry
-        self._batch = stream_batch_interval()
+        self._batch = batch
         self._threads = ThreadCache()
 
     @activity.defn(name=TURN_ACTIVITY)

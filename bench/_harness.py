@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.worker import Worker
 
-from agentrun.agents import AgentRegistry
-from agentrun.server import SQLITE_PRAGMAS, EmbeddedServer
-from worker import build_worker
+from agentrun import AgentRegistry, AgentRunPlugin
+from agentrun._server import SQLITE_PRAGMAS, EmbeddedServer
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
@@ -49,7 +49,7 @@ class Report:
 class TunedServer(EmbeddedServer):
     """The embedded server with another SQLite ``synchronous`` pragma (for the tuning run).
 
-    agentrun.server is left as it is; only the command line differs.
+    agentrun._server is left as it is; only the command line differs.
     """
 
     def __init__(self, db: Path, synchronous: str) -> None:
@@ -77,9 +77,15 @@ async def fresh_server(synchronous: str = "normal") -> AsyncIterator[EmbeddedSer
 async def agentrun_worker(
     client: Client, registry: AgentRegistry | None = None
 ) -> AsyncIterator[str]:
-    """agentrun's own worker (``build_worker``) on a fresh task queue; yields the queue."""
+    """agentrun's own worker on a fresh task queue; yields the queue.
+
+    Its plugin reads agentrun's settings from the environment when it is built, as a
+    worker process would (scenarios set ``AGENTRUN_*`` variables around it).
+    """
     queue = new_queue("agentrun")
-    async with build_worker(client, registry, queue):
+    plugin = AgentRunPlugin(agents=registry or ())
+    served = Client(client.service_client, namespace=client.namespace, plugins=[plugin])
+    async with Worker(served, task_queue=queue):
         yield queue
 
 

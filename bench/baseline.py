@@ -16,8 +16,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from agentrun.constants import HEARTBEAT_EVERY, HEARTBEAT_THROTTLE, TURN_HEARTBEAT_TIMEOUT
-    from worker import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT, max_concurrent_turns
+    from agentrun._constants import HEARTBEAT_EVERY, HEARTBEAT_THROTTLE, TURN_HEARTBEAT_TIMEOUT
+    from agentrun._plugin import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT
+    from agentrun._settings import load_settings
 
 TURN_TIMEOUT = timedelta(minutes=5)
 
@@ -107,13 +108,13 @@ class BaselineTree:
 
 
 def baseline_worker(client: Client, queue: str) -> Worker:
-    """The baseline's worker, with ``build_worker``'s settings."""
+    """The baseline's worker, with agentrun's settings."""
     return Worker(
         client,
         task_queue=queue,
         workflows=[BaselineParent, BaselineChild, BaselineTree],
         activities=[baseline_turn, baseline_sleep],
-        max_concurrent_activities=max_concurrent_turns(),
+        max_concurrent_activities=load_settings().max_concurrent_turns,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,

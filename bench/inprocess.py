@@ -1,4 +1,4 @@
-"""The seed's semantics without durability: an in-process asyncio run manager.
+"""The same semantics without durability: an in-process asyncio run manager.
 
 Runs are asyncio tasks; the same ``ScriptedAgent`` takes the same steps, and an
 ``agent_run`` tool call starts a child task (awaited in the foreground, left running in
@@ -12,8 +12,7 @@ import asyncio
 import json
 import uuid
 
-from agentrun.agents import ScriptedAgent, StepContext
-from agentrun.models import Message, ToolCall
+from agentrun import Message, ScriptedAgent, StepContext, ToolCall
 
 
 class InProcessRuns:

@@ -12,19 +12,19 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from agentrun.agents import (
+from agentrun import (
+    SEARCH_ATTRIBUTES,
     AgentRegistry,
+    AgentRunClient,
+    AgentRunPlugin,
     AgentSpec,
     ScriptedAgent,
     Step,
     StepContext,
-    default_registry,
 )
-from agentrun.client import AgentRunClient
-from agentrun.constants import SEARCH_ATTRIBUTES
-from agentrun.plugin import AgentRunPlugin
-from agentrun.server import temporal_binary as server_temporal_binary
-from worker import build_worker
+from agentrun._agents import default_registry
+from agentrun._plugin import PayloadSettings
+from agentrun._server import temporal_binary as server_temporal_binary
 
 
 def temporal_binary() -> str:
@@ -82,10 +82,30 @@ def owner() -> str:
     return f"owner-{uuid.uuid4().hex[:10]}"
 
 
+def agentrun_client(
+    client: Client,
+    agents: AgentRegistry | list[AgentSpec] | None = None,
+    payloads: PayloadSettings | None = None,
+) -> Client:
+    """The same connection, with an ``AgentRunPlugin`` of its own (agents, payloads).
+
+    A worker built on it serves those agents, as a user's worker would:
+    ``Worker(agentrun_client(...), task_queue=queue)``.
+    """
+    plugin = AgentRunPlugin(agents=agents if agents is not None else (), payloads=payloads)
+    return Client(client.service_client, namespace=client.namespace, plugins=[plugin])
+
+
+@pytest.fixture(scope="session")
+def test_agents_client(env: WorkflowEnvironment) -> Client:
+    """A client whose plugin serves the test registry."""
+    return agentrun_client(env.client, registry_for_tests())
+
+
 @pytest.fixture
-async def worker(env: WorkflowEnvironment, queue: str) -> AsyncIterator[Worker]:
+async def worker(test_agents_client: Client, queue: str) -> AsyncIterator[Worker]:
     """An in-process worker on the test's queue with the test registry."""
-    running = build_worker(env.client, registry_for_tests(), queue)
+    running = Worker(test_agents_client, task_queue=queue)
     async with running:
         yield running
 

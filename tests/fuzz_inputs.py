@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 
-from agentrun.agents.scripted import MAX_SLEEP
-from agentrun.client import DelegationError
-from agentrun.models import parse_run_input
+from agentrun import DelegationError
+from agentrun._agents._scripted import MAX_SLEEP
+from agentrun._models import parse_run_input
 from tests.conftest import registry_for_tests
 from tests.helpers import child, script
 from tests.properties import Ending, json_values, near
@@ -328,7 +328,7 @@ PARENTS = st.sampled_from(["scripted", "planner", "loner", "picky"])
 
 @dataclass
 class ToolOracle:
-    """What each tool result of one run must be, replaying DELEGATION.md section 4."""
+    """What each tool result of one run must be, replaying docs/delegation.md section 4."""
 
     parent: str
     visible: list[str]

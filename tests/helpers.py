@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from agentrun.constants import TURN_ACTIVITY
-from agentrun.models import Message
+from agentrun import Message
+from agentrun._constants import TURN_ACTIVITY
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from agentrun.client import AgentRunClient
-from agentrun.constants import DELEGATION_STATUS, WORKFLOW_TYPE
+from agentrun import AgentRunClient
+from agentrun._constants import DELEGATION_STATUS, WORKFLOW_TYPE
 from tests.helpers import script
 
 CASES: list[tuple[str, Any, str]] = [

@@ -21,9 +21,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from agentrun.client import AgentRunClient
-from agentrun.models import RunSummary
-from agentrun.server import EmbeddedServer, free_ports
+from agentrun import AgentRunClient, RunSummary
+from agentrun._server import EmbeddedServer, free_ports
 from tests.conftest import server_address
 from tests.helpers import child, eventually, run, script
 

@@ -21,14 +21,20 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from agentrun.client import AgentRunClient
-from agentrun.codec import CodecError, EncryptionCodec, codec_from_env, generate_key, parse_keys
-from agentrun.plugin import AgentRunPlugin, PayloadSettings
-from agentrun.storage import StorageSettings
+from agentrun import AgentRunClient, AgentRunPlugin, AgentRunSettings
+from agentrun._codec import (
+    CodecError,
+    EncryptionCodec,
+    codec_from_settings,
+    generate_key,
+    parse_keys,
+)
+from agentrun._plugin import PayloadSettings
+from agentrun._storage import StorageSettings
 from tests.conftest import registry_for_tests, server_address, temporal_binary
 from tests.helpers import history_events, run, script
-from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 UI_ORIGIN = "http://127.0.0.1:18233"
@@ -36,6 +42,11 @@ UI_ORIGIN = "http://127.0.0.1:18233"
 
 def new_key(key_id: str) -> tuple[str, bytes]:
     return key_id, os.urandom(32)
+
+
+def keyless(**keys: Any) -> AgentRunSettings:
+    """Settings with no key but the ones given, whatever the environment holds."""
+    return AgentRunSettings(**{"encryption_keys": None, "encryption_key_file": None, **keys})
 
 
 def as_env(*keys: tuple[str, bytes]) -> str:
@@ -47,7 +58,10 @@ async def connect_with(
 ) -> Client:
     codec = EncryptionCodec(list(keys)) if keys else None
     settings = PayloadSettings(StorageSettings.local(tmp_path / "blobs"), codec)
-    return await Client.connect(server_address(env), plugins=[AgentRunPlugin(settings)])
+    return await Client.connect(
+        server_address(env),
+        plugins=[AgentRunPlugin(payloads=settings, agents=registry_for_tests())],
+    )
 
 
 @pytest.fixture
@@ -89,7 +103,7 @@ async def test_with_the_codec_prompts_and_threads_stay_out_of_history_and_search
         run("scripted", f"child, look at {secret}"),
         {"fail": f"gave up on {secret}"},
     )
-    async with build_worker(client, registry_for_tests(), sealed_queue):
+    async with Worker(client, task_queue=sealed_queue):
         run_id = await sealed.start(owner, "scripted", prompt)
         summary = await sealed.wait(owner, run_id, timeout=60)
         thread = await sealed.thread(owner, run_id)
@@ -117,13 +131,13 @@ async def test_a_run_written_with_key_a_is_read_after_key_b_is_added_first(
 ):
     a, b = new_key("a"), new_key("b")
     before = await connect_with(env, tmp_path, a)
-    async with build_worker(before, registry_for_tests(), queue):
+    async with Worker(before, task_queue=queue):
         old_id = await AgentRunClient(before, queue).start(owner, "scripted", secret)
         await AgentRunClient(before, queue).wait(owner, old_id, timeout=60)
 
     after = await connect_with(env, tmp_path, b, a)
     runs = AgentRunClient(after, queue)
-    async with build_worker(after, registry_for_tests(), queue):
+    async with Worker(after, task_queue=queue):
         thread = await runs.thread(owner, old_id)
         new_id = await runs.start(owner, "scripted", f"again {secret}")
         summary = await runs.wait(owner, new_id, timeout=60)
@@ -138,7 +152,7 @@ async def test_a_missing_or_wrong_key_is_a_clear_error_that_never_shows_the_key(
 ):
     a = new_key("a")
     writer = await connect_with(env, tmp_path, a)
-    async with build_worker(writer, registry_for_tests(), queue):
+    async with Worker(writer, task_queue=queue):
         run_id = await AgentRunClient(writer, queue).start(owner, "scripted", "hello")
         await AgentRunClient(writer, queue).wait(owner, run_id, timeout=60)
 
@@ -162,7 +176,7 @@ async def test_a_missing_or_wrong_key_is_a_clear_error_that_never_shows_the_key(
 )
 def test_malformed_keys_are_named_by_id_never_by_value(text: str, expected: str):
     with pytest.raises(CodecError) as raised:
-        codec_from_env({"AGENTRUN_ENCRYPTION_KEYS": text})
+        codec_from_settings(AgentRunSettings(encryption_keys=text))
     assert expected in str(raised.value)
     key_text = text.partition(":")[2].strip()
     if key_text:
@@ -173,12 +187,12 @@ def test_keys_come_from_a_file_with_comments_when_the_variable_is_unset(tmp_path
     first, second = generate_key("new"), generate_key("old")
     key_file = tmp_path / "keys"
     key_file.write_text(f"# rotated 2026-11\n{first}\n{second}  # until old runs close\n")
-    codec = codec_from_env({"AGENTRUN_ENCRYPTION_KEY_FILE": str(key_file)})
+    codec = codec_from_settings(keyless(encryption_key_file=key_file))
     assert codec is not None and codec.key_ids == ["new", "old"]
     assert [kid for kid, _ in parse_keys(f"{first},{second}")] == ["new", "old"]
-    assert codec_from_env({}) is None
+    assert codec_from_settings(keyless()) is None
     with pytest.raises(CodecError, match="cannot read it"):
-        codec_from_env({"AGENTRUN_ENCRYPTION_KEY_FILE": str(tmp_path / "missing")})
+        codec_from_settings(keyless(encryption_key_file=tmp_path / "missing"))
 
 
 async def test_payloads_written_before_encryption_was_on_are_read_as_they_are():
@@ -199,7 +213,7 @@ def codec_key() -> tuple[str, bytes]:
 
 @pytest.fixture
 def codec_server(codec_key: tuple[str, bytes], tmp_path: Path) -> Iterator[str]:
-    """``python -m agentrun.codec_server`` on a free loopback port; its URL.
+    """``agentrun codec-server`` on a free loopback port; its URL.
 
     It has the key and the external storage of ``connect_with``.
     """
@@ -209,7 +223,7 @@ def codec_server(codec_key: tuple[str, bytes], tmp_path: Path) -> Iterator[str]:
         "AGENTRUN_STORAGE": "local",
         "AGENTRUN_STORAGE_DIR": str(tmp_path / "blobs"),
     }
-    command = [sys.executable, "-m", "agentrun.codec_server", "--port", "0"]
+    command = [sys.executable, "-m", "agentrun.cli", "codec-server", "--port", "0"]
     process = subprocess.Popen(
         [*command, "--web-origin", UI_ORIGIN],
         cwd=ROOT,
@@ -303,7 +317,7 @@ async def test_the_temporal_cli_shows_an_encrypted_run_through_the_codec_server(
     # Over the storage threshold: the input goes to external storage, the history
     # holds a reference, and the codec server resolves it.
     stored = f"{secret} " + "x" * (300 * 1024)
-    async with build_worker(client, registry_for_tests(), queue):
+    async with Worker(client, task_queue=queue):
         run_id = await runs.start(owner, "scripted", secret)
         stored_id = await runs.start(owner, "scripted", stored)
         await runs.wait(owner, run_id, timeout=60)

@@ -36,12 +36,13 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.testing import WorkflowEnvironment
 
-from agentrun.client import AgentRunClient
-from agentrun.constants import DEFAULT_TASK_QUEUE, SEARCH_ATTRIBUTES, TASK_QUEUE_ENV
-from agentrun.server import temporal_binary
+from agentrun import DEFAULT_TASK_QUEUE, SEARCH_ATTRIBUTES, AgentRunClient
+from agentrun._plugin import GRACEFUL_SHUTDOWN
+from agentrun._server import temporal_binary
 from tests.conftest import server_address
 from tests.helpers import eventually, script
-from worker import GRACEFUL_SHUTDOWN
+
+TASK_QUEUE_ENV = "AGENTRUN_TASK_QUEUE"
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -328,8 +329,8 @@ def dockerfile_healthcheck() -> list[str]:
 
 def test_dockerfile_installs_every_package_of_the_project():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    needed = {p.split(".")[0] for p in setuptools["packages"]}
-    needed |= {f"{module}.py" for module in setuptools["py-modules"]}
+    folders = setuptools.get("package-dir", {})
+    needed = {folders.get(p, p.replace(".", "/")).split("/")[0] for p in setuptools["packages"]}
     needed |= {"pyproject.toml", "README.md"}
     copied = {
         source
@@ -349,7 +350,7 @@ def test_worker_image_is_slim_runs_as_a_user_and_stops_on_sigterm():
     [stop] = [c.value[0] for c in final if c.cmd == "STOPSIGNAL"]
     assert stop == "SIGTERM"
     [command] = [c for c in final if c.cmd == "CMD"]
-    assert command.json and list(command.value) == ["python", "-m", "worker"]
+    assert command.json and list(command.value) == ["agentrun", "worker"]
     [python_arg] = [c.value[0] for c in commands if c.cmd == "ARG" and "PYTHON" in c.value[0]]
     assert python_arg == f"PYTHON_VERSION={read_dotenv()['PYTHON_VERSION']}"
 
@@ -463,11 +464,13 @@ async def test_setup_script_fails_on_an_attribute_registered_with_another_type(
 async def worker_process(
     variables: Mapping[str, str], home: Path
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``python worker.py`` with only ``variables`` and what the image sets; killed at the end."""
+    """``agentrun worker`` with only ``variables`` and what the image sets; killed at the end."""
     log = (home / "worker.log").open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(ROOT / "worker.py"),
+        "-m",
+        "agentrun.cli",
+        "worker",
         cwd=home,
         env=image_environment(variables, home),
         stdout=log,
@@ -493,11 +496,12 @@ def image_environment(variables: Mapping[str, str], home: Path) -> dict[str, str
 
 
 async def healthcheck(variables: Mapping[str, str], home: Path) -> tuple[int, str]:
-    """``python -m agentrun.healthcheck`` as the image runs it; exit code and stderr."""
+    """``agentrun healthcheck`` as the image runs it; exit code and stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agentrun.healthcheck",
+        "agentrun.cli",
+        "healthcheck",
         cwd=home,
         env=image_environment(variables, home),
         stdout=asyncio.subprocess.DEVNULL,
@@ -556,5 +560,5 @@ async def test_worker_runs_with_the_compose_environment(
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert elapsed < grace, log
     # 0, not a SIGABRT from the interpreter's teardown (temporalio/sdk-python#300),
-    # which worker.py skips once the worker has shut down.
+    # which the worker skips once it has shut down.
     assert code == 0, log

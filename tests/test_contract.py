@@ -1,4 +1,4 @@
-"""What any Temporal client relies on (CONTRACT.md), checked with the temporal CLI."""
+"""What any Temporal client relies on (docs/contract.md), checked with the temporal CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from agentrun.client import AgentRunClient
-from agentrun.constants import AGENT_ID, DELEGATION_EPOCH, DELEGATION_STATUS, OWNER_THREAD_ID
+from agentrun import AgentRunClient
+from agentrun._constants import AGENT_ID, DELEGATION_EPOCH, DELEGATION_STATUS, OWNER_THREAD_ID
 from tests.conftest import server_address, temporal_binary
 from tests.helpers import child, eventually, run, script
 

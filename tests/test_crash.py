@@ -10,8 +10,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from agentrun.client import AgentRunClient, StreamedEvent
-from agentrun.constants import DELEGATION_STATUS
+from agentrun import AgentRunClient, StreamedEvent
+from agentrun._constants import DELEGATION_STATUS
 from tests.conftest import server_address
 from tests.helpers import eventually, history_events, script, spawn_worker
 

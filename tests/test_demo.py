@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from agentrun.demo import RunNode, ended_as_scripted
-from agentrun.models import RunSummary, Status
+from agentrun import RunSummary, Status
+from agentrun._demo import RunNode, ended_as_scripted
 from tests.fake_openai import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from agentrun.client import AgentRunClient, StreamedEvent
+from agentrun import AgentRunClient, StreamedEvent
 from tests.helpers import child, history_events, run, script
 
 

@@ -23,8 +23,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from agentrun.client import AgentRunClient, DelegationError
-from agentrun.constants import WORKFLOW_TYPE
+from agentrun import AgentRunClient, DelegationError
+from agentrun._constants import WORKFLOW_TYPE
 from tests.fuzz_inputs import (
     PARENTS,
     PROMPTS,

@@ -29,9 +29,8 @@ from hypothesis.stateful import (
 )
 from temporalio.client import Client
 
-from agentrun.client import AgentRunClient, DelegationError
-from agentrun.constants import WORKFLOW_TYPE
-from agentrun.models import RunSummary
+from agentrun import AgentRunClient, DelegationError, RunSummary
+from agentrun._constants import WORKFLOW_TYPE
 from tests.helpers import child, eventually, run, script
 from tests.properties import LoopBridge, property_settings
 

@@ -12,8 +12,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from agentrun.client import AgentRunClient
-from agentrun.models import AgentRunInput
+from agentrun import AgentRunClient
+from agentrun._models import AgentRunInput
 from tests.helpers import child, eventually, history_events, run, script, tool
 
 # 600 turns keep the suite fast; AGENTRUN_LONG_RUN_TURNS=5000 runs the full-size check.

@@ -8,13 +8,19 @@ import uuid
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.worker import Worker
 
-from agentrun.agents import AgentRegistry, AgentSpec, ScriptedAgent, Step, StepContext
-from agentrun.client import AgentRunClient
-from agentrun.models import Message
-from agentrun.plugin import AgentRunPlugin
+from agentrun import (
+    AgentRegistry,
+    AgentRunClient,
+    AgentRunPlugin,
+    AgentSpec,
+    Message,
+    ScriptedAgent,
+    Step,
+    StepContext,
+)
 from tests.helpers import history_events, script, tool
-from worker import build_worker
 
 
 def fingerprint(thread: list[Message]) -> str:
@@ -44,10 +50,13 @@ async def test_every_turn_of_a_long_thread_sees_it_whole_across_two_workers(
     steps = [{"say": big}] + [{"say": "{seen}"}, tool("agent_output", run_id="none")] * turns
     # Two workers on one queue (a client each): turns land on either, with or without a
     # copy of the thread.
-    other = await Client.connect(
-        temporal.service_client.config.target_host, plugins=[AgentRunPlugin()]
+    first = await Client.connect(
+        temporal.service_client.config.target_host, plugins=[AgentRunPlugin(agents=registry)]
     )
-    async with build_worker(temporal, registry, queue), build_worker(other, registry, queue):
+    other = await Client.connect(
+        temporal.service_client.config.target_host, plugins=[AgentRunPlugin(agents=registry)]
+    )
+    async with Worker(first, task_queue=queue), Worker(other, task_queue=queue):
         runs = AgentRunClient(temporal, queue)
         run_id = await runs.start(owner, "counter", script(*steps, {"say": "{seen}"}))
         summary = await runs.wait(owner, run_id, timeout=120)

@@ -12,19 +12,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.opentelemetry import ReplaySafeTracerProvider, create_tracer_provider
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from agentrun import observability
-from agentrun.client import AgentRunClient
-from agentrun.connection import connect
-from agentrun.server import free_ports
+from agentrun import AgentRunClient, AgentRunPlugin, connect
+from agentrun import _observability as observability
+from agentrun._server import free_ports
 from tests.conftest import registry_for_tests, server_address
 from tests.helpers import child, eventually, run, script
-from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
@@ -62,8 +62,10 @@ async def metered(
     (port,) = free_ports(1)
     address = f"127.0.0.1:{port}"
     runtime = observability.metrics_runtime(address)
-    client = await connect(server_address(env), runtime=runtime)
-    async with build_worker(client, registry_for_tests(), queue):
+    client = await connect(
+        server_address(env), plugin=AgentRunPlugin(agents=registry_for_tests()), runtime=runtime
+    )
+    async with Worker(client, task_queue=queue):
         yield address, AgentRunClient(client, queue)
 
 
@@ -128,7 +130,7 @@ async def test_worker_process_serves_metrics_on_the_configured_address(
         **os.environ,
         "TEMPORAL_ADDRESS": server_address(env),
         "AGENTRUN_TASK_QUEUE": queue,
-        observability.METRICS_ADDRESS_ENV: address,
+        "AGENTRUN_METRICS_ADDRESS": address,
     }
     processes.append(
         subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=variables)
@@ -155,27 +157,37 @@ def test_a_bad_metrics_address_is_one_line_and_exit_1():
 
 
 def test_tracing_is_off_unless_turned_on(monkeypatch: pytest.MonkeyPatch):
-    for name in (observability.OTEL_ENV, *observability.OTLP_ENDPOINT_ENVS):
+    for name in observability.OTLP_ENDPOINT_ENVS:
         monkeypatch.delenv(name, raising=False)
-    assert not observability.tracing_enabled()
-    assert observability.tracing_interceptors() == []
+    assert not observability.tracing_enabled(None)
+    assert observability.tracing_plugins(None) == []
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-    assert observability.tracing_enabled()
-    monkeypatch.setenv(observability.OTEL_ENV, "0")
-    assert not observability.tracing_enabled()
-    monkeypatch.setenv(observability.OTEL_ENV, "console")
-    assert observability.tracing_enabled()
+    assert observability.tracing_enabled(None)
+    assert not observability.tracing_enabled("0")
+    assert observability.tracing_enabled("console")
+
+
+def in_memory_spans() -> InMemorySpanExporter:
+    """Spans of this process kept in memory, through Temporal's replay-safe provider."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, ReplaySafeTracerProvider):
+        provider = create_tracer_provider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
 
 
 async def test_a_delegated_runs_span_is_a_child_of_its_parents_delegation(
     env: WorkflowEnvironment, queue: str, owner: str
 ):
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing = TracingInterceptor(provider.get_tracer("agentrun-test"))
-    client = await connect(server_address(env), interceptors=[tracing])
-    async with build_worker(client, registry_for_tests(), queue):
+    exporter = in_memory_spans()
+    client = await connect(
+        server_address(env),
+        plugin=AgentRunPlugin(agents=registry_for_tests()),
+        plugins=observability.tracing_plugins("1"),
+    )
+    async with Worker(client, task_queue=queue):
         runs = AgentRunClient(client, queue)
         parent = await runs.start(owner, "scripted", script(run("scripted", child({"say": "b"}))))
         await runs.wait(owner, parent, timeout=30)
@@ -194,7 +206,10 @@ async def test_a_delegated_runs_span_is_a_child_of_its_parents_delegation(
     ]
     delegation = parent_of(child_run)
     assert (delegation.name, workflow_id(delegation)) == ("StartChildWorkflow:AgentRun", parent)
-    started = parent_of(delegation)
+    lineage = [delegation]
+    while lineage[-1].parent is not None:
+        lineage.append(parent_of(lineage[-1]))
+    started = lineage[-1]
     assert (started.name, workflow_id(started)) == ("StartWorkflow:AgentRun", parent)
     # Every turn of both runs is in the trace the start began (the client's own
     # queries, made outside any span, begin traces of their own).

@@ -19,14 +19,13 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from agentrun.agents import AgentRegistry, AgentSpec, ScriptedAgent
-from agentrun.agents.model import ModelAgent
-from agentrun.agents.registry_file import build_model
-from agentrun.client import AgentRunClient
+from agentrun import AgentRegistry, AgentRunClient, AgentSpec, ModelAgent, ScriptedAgent
+from agentrun._agents._registry_file import build_model
+from tests.conftest import agentrun_client
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import script, tool_results
-from worker import build_worker
 
 SECRET = "sk-test-SECRET-4242"
 
@@ -121,7 +120,7 @@ async def model_runs(
             ],
         ]
     )
-    async with build_worker(env.client, registry, queue):
+    async with Worker(agentrun_client(env.client, registry), task_queue=queue):
         yield AgentRunClient(env.client, queue), seen
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from agentrun.client import AgentRunClient
+from agentrun import AgentRunClient
 from tests.conftest import server_address
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import eventually

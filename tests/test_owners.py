@@ -1,10 +1,10 @@
-"""Owner scoping and listing (DELEGATION.md section 3 and 6)."""
+"""Owner scoping and listing (docs/delegation.md section 3 and 6)."""
 
 from __future__ import annotations
 
 import pytest
 
-from agentrun.client import AgentRunClient, DelegationError
+from agentrun import AgentRunClient, DelegationError
 from tests.helpers import eventually, script
 
 LONG = {"sleep": 60}

@@ -15,16 +15,25 @@ from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContex
 from temporalio.converter import StorageDriverStoreContext as StoreContext
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from agentrun.agents import AgentRegistry, AgentSpec, ScriptedAgent, Step, StepContext
-from agentrun.client import AgentRunClient
-from agentrun.models import Message
-from agentrun.payload_guard import PayloadTooLargeError
-from agentrun.plugin import AgentRunPlugin, PayloadSettings
-from agentrun.storage import LocalStorageDriver, StorageConfigError, StorageSettings, parse_size
+from agentrun import (
+    AgentRegistry,
+    AgentRunClient,
+    AgentRunPlugin,
+    AgentRunSettings,
+    AgentSpec,
+    Message,
+    ScriptedAgent,
+    Step,
+    StepContext,
+)
+from agentrun._payload_guard import PayloadTooLargeError
+from agentrun._plugin import PayloadSettings
+from agentrun._settings import load_settings, parse_size
+from agentrun._storage import LocalStorageDriver, StorageSettings
 from tests.conftest import registry_for_tests, server_address
 from tests.helpers import child, history_events, run, script
-from worker import build_worker
 
 MB = 1_000_000
 # An event in a run's history may hold payloads just under the storage threshold.
@@ -54,14 +63,16 @@ def registry() -> AgentRegistry:
 
 
 async def connect_with(env: WorkflowEnvironment, payloads: PayloadSettings) -> Client:
-    return await Client.connect(server_address(env), plugins=[AgentRunPlugin(payloads)])
+    return await Client.connect(
+        server_address(env), plugins=[AgentRunPlugin(payloads=payloads, agents=registry())]
+    )
 
 
 @pytest.fixture
 async def stored(env: WorkflowEnvironment, queue: str, tmp_path: Path) -> AsyncIterator[Client]:
     """A client and worker with local external storage under the test's directory."""
     client = await connect_with(env, PayloadSettings(StorageSettings.local(tmp_path / "blobs")))
-    async with build_worker(client, registry(), queue):
+    async with Worker(client, task_queue=queue):
         yield client
 
 
@@ -69,7 +80,7 @@ async def stored(env: WorkflowEnvironment, queue: str, tmp_path: Path) -> AsyncI
 async def inline(env: WorkflowEnvironment, queue: str) -> AsyncIterator[Client]:
     """A client and worker with external storage off."""
     client = await connect_with(env, PayloadSettings(StorageSettings.off()))
-    async with build_worker(client, registry(), queue):
+    async with Worker(client, task_queue=queue):
         yield client
 
 
@@ -210,19 +221,29 @@ async def test_local_driver_names_a_missing_or_corrupt_blob_and_refuses_oversize
         await driver.retrieve(StorageDriverRetrieveContext(), [StorageDriverClaim({"a": "b"})])
 
 
-def test_storage_settings_come_from_the_environment(tmp_path: Path):
-    local = StorageSettings.from_env(
-        {
-            "AGENTRUN_STORAGE_DIR": str(tmp_path),
-            "AGENTRUN_STORAGE_THRESHOLD": "64KiB",
-            "AGENTRUN_STORAGE_MAX_PAYLOAD": "10MiB",
-        }
+def from_environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> StorageSettings:
+    """The storage the ``AGENTRUN_*`` variables configure, through the settings model."""
+    for name in ("STORAGE", "STORAGE_DIR", "STORAGE_THRESHOLD", "STORAGE_MAX_PAYLOAD"):
+        monkeypatch.delenv(f"AGENTRUN_{name}", raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return StorageSettings.from_settings(load_settings())
+
+
+def test_storage_settings_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    local = from_environment(
+        monkeypatch,
+        AGENTRUN_STORAGE_DIR=str(tmp_path),
+        AGENTRUN_STORAGE_THRESHOLD="64KiB",
+        AGENTRUN_STORAGE_MAX_PAYLOAD="10MiB",
     )
     assert isinstance(local.driver, LocalStorageDriver)
     assert local.driver.directory == tmp_path.resolve()
     assert (local.threshold, local.max_payload_size) == (64 * 1024, 10 * 1024 * 1024)
-    assert StorageSettings.from_env({"AGENTRUN_STORAGE": "off"}).driver is None
-    assert (parse_size("2m", "X"), parse_size("300", "X")) == (2 * 1024 * 1024, 300)
+    assert from_environment(monkeypatch, AGENTRUN_STORAGE="OFF").driver is None
+    assert (parse_size("2m"), parse_size("300")) == (2 * 1024 * 1024, 300)
     described = PayloadSettings(local).describe()
     assert described == f"payloads from 64.0 KiB stored in {tmp_path.resolve()}; not encrypted"
 
@@ -230,14 +251,22 @@ def test_storage_settings_come_from_the_environment(tmp_path: Path):
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        ({"AGENTRUN_STORAGE": "tape"}, "AGENTRUN_STORAGE='tape': expected 'local', 's3' or 'off'"),
+        (
+            {"AGENTRUN_STORAGE": "tape"},
+            "AGENTRUN_STORAGE='tape': Input should be 'local', 's3' or 'off'",
+        ),
         ({"AGENTRUN_STORAGE": "s3"}, "AGENTRUN_STORAGE=s3 needs AGENTRUN_S3_BUCKET"),
-        ({"AGENTRUN_STORAGE_THRESHOLD": "big"}, "AGENTRUN_STORAGE_THRESHOLD='big' is not a size"),
+        (
+            {"AGENTRUN_STORAGE_THRESHOLD": "big"},
+            "AGENTRUN_STORAGE_THRESHOLD='big': expected bytes, or a number with KiB",
+        ),
     ],
 )
-def test_bad_storage_settings_name_the_variable(environ: dict[str, str], expected: str):
-    with pytest.raises(StorageConfigError) as raised:
-        StorageSettings.from_env(environ)
+def test_bad_storage_settings_name_the_variable(
+    environ: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
+):
+    with pytest.raises(ValueError) as raised:
+        from_environment(monkeypatch, **environ)
     assert expected in str(raised.value)
 
 
@@ -273,13 +302,13 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 async def test_s3_storage_carries_a_large_thread(
     env: WorkflowEnvironment, queue: str, owner: str, s3_bucket: Any
 ):
-    settings = StorageSettings.from_env(
-        {"AGENTRUN_STORAGE": "s3", "AGENTRUN_S3_BUCKET": "agentrun-payloads"}
+    settings = StorageSettings.from_settings(
+        AgentRunSettings(storage="s3", s3_bucket="agentrun-payloads")
     )
     client = await connect_with(env, PayloadSettings(settings))
     runs = AgentRunClient(client, queue)
     prior = large_thread(4 * MB, parts=4)
-    async with build_worker(client, registry(), queue):
+    async with Worker(client, task_queue=queue):
         run_id = await runs.start(owner, "scripted", script({"say": "ok"}), messages=prior)
         summary = await runs.wait(owner, run_id, timeout=120)
         thread = await runs.thread(owner, run_id)

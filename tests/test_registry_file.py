@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agentrun.agents import children_reminder, delegation_instructions
-from agentrun.agents.model import ModelAgent
-from agentrun.agents.registry_file import RegistryError, load_registry
-from agentrun.models import RunSummary
+from agentrun import ModelAgent, RunSummary
+from agentrun._agents import children_reminder, delegation_instructions
+from agentrun._agents._registry_file import RegistryError, load_registry
 
 GOOD = """
 [agents.planner]
@@ -106,8 +105,8 @@ def test_agent_list_and_reminder_are_bounded():
 
 
 def test_threads_convert_both_ways_without_loss():
-    from agentrun.agents._messages import from_model_messages, to_model_messages
-    from agentrun.models import Message, ToolCall
+    from agentrun._agents._messages import from_model_messages, to_model_messages
+    from agentrun._models import Message, ToolCall
 
     thread = [
         Message(role="system", content="be brief"),

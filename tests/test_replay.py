@@ -18,11 +18,9 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.worker import Replayer
 
-from agentrun.client import AgentRunClient
-from agentrun.models import AgentRunInput
-from agentrun.plugin import AgentRunPlugin
+from agentrun import AgentRunClient, AgentRunPlugin
+from agentrun._models import AgentRunInput
 from tests.helpers import child, run, script, tool
-from workflows import AgentRunWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -96,7 +94,7 @@ async def test_record_histories(runs: AgentRunClient, temporal: Client, owner: s
 async def test_recorded_histories_replay_on_current_code():
     files = sorted(HISTORIES.glob("*.json"))
     assert len(files) >= 5, "recorded histories are missing"
-    replayer = Replayer(workflows=[AgentRunWorkflow], plugins=[AgentRunPlugin()])
+    replayer = Replayer(workflows=[], plugins=[AgentRunPlugin()])
     for path in files:
         workflow_id = path.stem.split("@", 1)[1]
         history = WorkflowHistory.from_json(workflow_id, path.read_text())
@@ -107,7 +105,7 @@ async def test_recorded_histories_replay_on_current_code():
 async def test_fresh_histories_replay_on_current_code(
     runs: AgentRunClient, temporal: Client, owner: str
 ):
-    replayer = Replayer(workflows=[AgentRunWorkflow], plugins=[AgentRunPlugin()])
+    replayer = Replayer(workflows=[], plugins=[AgentRunPlugin()])
     for run_id in (await record_representative_runs(runs, owner)).values():
         history = await temporal.get_workflow_handle(run_id).fetch_history()
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

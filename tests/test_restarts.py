@@ -11,9 +11,8 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from agentrun.client import AgentRunClient
-from agentrun.connection import connect
-from agentrun.server import EmbeddedServer
+from agentrun import AgentRunClient, connect
+from agentrun._server import EmbeddedServer
 from tests.conftest import server_address
 from tests.helpers import child, eventually, run, script, spawn_worker
 

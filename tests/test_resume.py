@@ -1,4 +1,4 @@
-"""Resume: a stopped run continues as its next epoch (DELEGATION.md sections 1, 3, 6)."""
+"""Resume: a stopped run continues as its next epoch (docs/delegation.md sections 1, 3, 6)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from agentrun.client import AgentRunClient, DelegationError
-from agentrun.constants import SIGNAL_ASSISTANT_OUTPUT
-from agentrun.models import AssistantOutput
+from agentrun import AgentRunClient, DelegationError
+from agentrun._constants import SIGNAL_ASSISTANT_OUTPUT
+from agentrun._models import AssistantOutput
 from tests.helpers import child, eventually, run, script, tool, tool_results
 
 

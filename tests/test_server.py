@@ -12,7 +12,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from agentrun.server import EmbeddedServer, ServerError, free_ports, temporal_binary
+from agentrun._server import EmbeddedServer, ServerError, free_ports, temporal_binary
 
 EXPECTED_ATTRIBUTES = {
     "OwnerThreadId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,

@@ -1,6 +1,6 @@
 import json
 
-from agentrun.client import AgentRunClient
+from agentrun import AgentRunClient
 
 
 def script(*steps: dict[str, object]) -> str:

@@ -1,4 +1,4 @@
-"""Stopping runs and trees (DELEGATION.md sections 2, 3 and 6)."""
+"""Stopping runs and trees (docs/delegation.md sections 2, 3 and 6)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from agentrun.client import AgentRunClient, DelegationError
-from agentrun.constants import DELEGATION_STATUS
-from agentrun.models import AgentRunInput
+from agentrun import AgentRunClient, DelegationError
+from agentrun._constants import DELEGATION_STATUS
+from agentrun._models import AgentRunInput
 from tests.helpers import child, eventually, run, script, turn_results
 
 LONG = {"sleep": 60}

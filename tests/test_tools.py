@@ -1,4 +1,4 @@
-"""The delegation tools as agents see them (DELEGATION.md section 4 and 6)."""
+"""The delegation tools as agents see them (docs/delegation.md section 4 and 6)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from agentrun.client import AgentRunClient
-from agentrun.delegation import fork_messages
-from agentrun.models import Message, ToolCall
+from agentrun import AgentRunClient, Message, ToolCall
+from agentrun._delegation import fork_messages
 from tests.helpers import child, history_events, run, script, tool, tool_results
 
 

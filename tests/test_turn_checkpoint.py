@@ -7,10 +7,9 @@ import dataclasses
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from activities import TurnActivities
-from agentrun.agents import AgentRegistry, AgentSpec, Step, StepContext
-from agentrun.client import AgentRunClient
-from agentrun.models import Message, ToolCall, TurnCheckpoint, TurnInput
+from agentrun import AgentRegistry, AgentRunClient, AgentSpec, Message, Step, StepContext, ToolCall
+from agentrun._models import TurnCheckpoint, TurnInput
+from agentrun.activities import TurnActivities
 from tests.helpers import eventually, script
 
 

@@ -1,6 +1,6 @@
 """The Temporal Web UI, read by headless Chromium: a run tree's summary, details, turns.
 
-Runs the same check as ``make screenshot`` (agentrun._webui_check). CI installs Debian's
+Runs the same check as ``make screenshot`` (devtools.webui_check). CI installs Debian's
 chromium first; without it this test fails, unless AGENTRUN_SKIP_BROWSER=1 says to skip.
 """
 
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from agentrun._webui_check import (
+from agentrun._server import EmbeddedServer
+from devtools.webui_check import (
     ChromiumMissing,
     chromium_binary,
     expected_texts,
     read_tree_pages,
 )
-from agentrun.server import EmbeddedServer
 
 
 @pytest.fixture

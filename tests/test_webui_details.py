@@ -6,7 +6,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
-from agentrun.client import AgentRunClient
+from agentrun import AgentRunClient
 from tests.helpers import child, eventually, history_events, run, script
 
 

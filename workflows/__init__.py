@@ -1,5 +1,5 @@
 """Workflows: deterministic code only (the ``AgentRun`` workflow and its children table)."""
 
-from workflows.agent_run import AgentRunWorkflow
+from agentrun.workflows.agent_run import AgentRunWorkflow
 
 __all__ = ["AgentRunWorkflow"]

@@ -19,12 +19,12 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
-from agentrun.constants import (
+from agentrun._constants import (
     MAX_CHILDREN_PER_RUN,
     READ_RUN_ACTIVITY,
     WORKFLOW_TYPE,
 )
-from agentrun.delegation import (
+from agentrun._delegation import (
     DelegationError,
     RunArgs,
     ToolResult,
@@ -36,7 +36,7 @@ from agentrun.delegation import (
     required_run_id,
     unknown_run,
 )
-from agentrun.models import (
+from agentrun._models import (
     AgentPolicy,
     AgentRunInput,
     EventKind,
@@ -46,8 +46,8 @@ from agentrun.models import (
     RunSummary,
     ToolCall,
 )
-from agentrun.visibility import start_search_attributes
-from agentrun.webui import static_details, static_summary
+from agentrun._visibility import start_search_attributes
+from agentrun._webui import static_details, static_summary
 
 # How long a stop waits for a stopped child to report that it has closed.
 STOP_SETTLE_TIMEOUT = timedelta(seconds=30)

@@ -1,4 +1,4 @@
-"""The ``AgentRun`` workflow: one execution per run epoch (CONTRACT.md).
+"""The ``AgentRun`` workflow: one execution per run epoch (docs/contract.md).
 
 The agent runs in turns, each an activity; the delegation tools it calls are executed
 here, as child workflows. A stop is a Temporal cancel: it cascades to the subtree,
@@ -20,7 +20,7 @@ from temporalio.contrib.workflow_streams import WorkflowStream, WorkflowStreamSt
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.workflow import ActivityCancellationType
 
-from agentrun.constants import (
+from agentrun._constants import (
     AGENT_ID,
     DELEGATION_EPOCH,
     DELEGATION_STATUS,
@@ -35,8 +35,8 @@ from agentrun.constants import (
     TURN_ACTIVITY,
     WORKFLOW_TYPE,
 )
-from agentrun.delegation import DelegationError, last_assistant_text
-from agentrun.models import (
+from agentrun._delegation import DelegationError, last_assistant_text
+from agentrun._models import (
     AgentEvent,
     AgentRunInput,
     AssistantOutput,
@@ -50,9 +50,9 @@ from agentrun.models import (
     TurnResult,
     parse_run_input,
 )
-from agentrun.payload_guard import PayloadTooLargeError
-from agentrun.webui import current_details
-from workflows._children import Children, Parent
+from agentrun._payload_guard import PayloadTooLargeError
+from agentrun._webui import current_details
+from agentrun.workflows._children import Children, Parent
 
 STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
 # A turn gets its thread in its input while that is small; beyond this the turn reads

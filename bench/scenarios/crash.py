@@ -52,10 +52,10 @@ from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import WorkflowHandle
 from temporalio.converter import DataConverter
 
-from agentrun.client import AgentRunClient
-from agentrun.constants import TURN_ACTIVITY
-from agentrun.models import AgentRunInput, TurnCheckpoint
-from agentrun.server import EmbeddedServer
+from agentrun import AgentRunClient
+from agentrun._constants import TURN_ACTIVITY
+from agentrun._models import AgentRunInput, TurnCheckpoint
+from agentrun._server import EmbeddedServer
 from bench._harness import QUICK, Figure, Report, fresh_server, new_owner, new_queue, percentile
 from bench.scenarios.memory import spawn_worker
 

@@ -14,7 +14,7 @@ import uuid
 
 from temporalio.client import Client
 
-from agentrun.client import AgentRunClient
+from agentrun import AgentRunClient
 from bench._harness import (
     QUICK,
     Figure,

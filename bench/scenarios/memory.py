@@ -13,7 +13,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from agentrun.client import AgentRunClient
+from agentrun import AgentRunClient
 from bench._harness import QUICK, Figure, Report, fresh_server, new_owner, new_queue
 
 ROOT = Path(__file__).resolve().parents[2]

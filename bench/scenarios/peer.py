@@ -5,7 +5,7 @@ call, call 10 answers. agentrun runs it as a registry agent (``agent_output`` on
 unknown run_id: the workflow answers an error at once, nothing is delegated); the peer
 is a plain pydantic-ai ``Agent`` with a trivial ``agent_output`` function tool and the
 ``TemporalDurability`` capability, run by a workflow of its own on a worker with the
-``PydanticAIPlugin``. Both workers share one fresh server and ``build_worker``'s
+``PydanticAIPlugin``. Both workers share one fresh server and agentrun's
 settings; sequential runs alternate between them so a load change hits both.
 """
 
@@ -34,10 +34,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from agentrun.agents import AgentRegistry, AgentSpec
-    from agentrun.agents.model import ModelAgent
-    from agentrun.client import AgentRunClient
-    from agentrun.constants import HEARTBEAT_THROTTLE
+    from agentrun._agents import AgentRegistry, AgentSpec
+    from agentrun._agents._model import ModelAgent
+    from agentrun._client import AgentRunClient
+    from agentrun._constants import HEARTBEAT_THROTTLE
+    from agentrun._plugin import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT
+    from agentrun._settings import load_settings
     from bench._harness import (
         QUICK,
         Figure,
@@ -48,7 +50,6 @@ with workflow.unsafe.imports_passed_through():
         new_queue,
         percentile,
     )
-    from worker import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT, max_concurrent_turns
 
 STEPS = 10
 ANSWER = "ten steps done"
@@ -94,12 +95,12 @@ class PeerTenSteps(PydanticAIWorkflow):
 
 
 def peer_worker(client: Client, queue: str) -> Worker:
-    """The peer's worker (the client carries the plugin), with ``build_worker``'s settings."""
+    """The peer's worker (the client carries the plugin), with agentrun's settings."""
     return Worker(
         client,
         task_queue=queue,
         workflows=[PeerTenSteps],
-        max_concurrent_activities=max_concurrent_turns(),
+        max_concurrent_activities=load_settings().max_concurrent_turns,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,

@@ -11,7 +11,7 @@ import uuid
 
 from temporalio.client import Client, WorkflowFailureError
 
-from agentrun.client import AgentRunClient
+from agentrun import AgentRunClient
 from bench._harness import (
     QUICK,
     Figure,
@@ -23,7 +23,6 @@ from bench._harness import (
     percentile,
 )
 from bench.baseline import BaselineTree, baseline_worker
-from worker import MAX_TURNS_ENV
 
 LEAF = {"steps": [{"sleep": 600}]}
 
@@ -38,6 +37,7 @@ def _delegate(prompt: object) -> dict[str, object]:
 # runs in the tree: (middle runs under the root, leaves under each middle; 0 = leaves only).
 SHAPES = {10: (9, 0), 100: (9, 10), 300: (13, 22)}
 # Every leaf of the 300 tree holds a turn: both workers get room for them.
+MAX_TURNS_ENV = "AGENTRUN_MAX_CONCURRENT_TURNS"
 TURN_SLOTS = "400"
 
 

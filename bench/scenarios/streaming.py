@@ -20,16 +20,8 @@ from collections.abc import Iterator
 
 from temporalio.api.enums.v1 import EventType
 
-from agentrun.agents import (
-    AgentRegistry,
-    AgentSpec,
-    ScriptedAgent,
-    Step,
-    StepContext,
-    default_registry,
-)
-from agentrun.client import AgentRunClient
-from agentrun.constants import STREAM_BATCH_ENV
+from agentrun import AgentRegistry, AgentRunClient, AgentSpec, ScriptedAgent, Step, StepContext
+from agentrun._agents import default_registry
 from bench._harness import (
     QUICK,
     Figure,
@@ -41,6 +33,7 @@ from bench._harness import (
 )
 
 INTERVAL = 0.02
+STREAM_BATCH_ENV = "AGENTRUN_STREAM_BATCH_MS"
 BATCHES_MS = (50, 100, 200)
 # Seconds between words for the rate sweep: about 25, 50, 100 and 200 events a second.
 SWEEP_INTERVALS = (0.08, 0.04, 0.02, 0.008)

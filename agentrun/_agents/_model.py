@@ -1,0 +1,177 @@
+"""Model-driven agents on pydantic-ai: one model response per step.
+
+Each step streams one model response (text deltas go out as they arrive). A response
+that calls delegation tools ends the turn: the workflow executes them. A response that
+calls any other tool gets an ``unknown_tool`` result here and the model is asked again
+in the same turn; each of those responses is checkpointed, so a retried turn never
+repeats a model call that had already answered.
+
+Transient provider errors (rate limits, overload, server errors, lost connections)
+raise, and Temporal retries the turn from its last checkpoint with backoff; permanent
+ones (credentials, unknown model, context too long, rejected request) end the run
+``failed`` with the provider's message.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic_ai.direct import model_request, model_request_stream
+from pydantic_ai.exceptions import (
+    ModelAPIError,
+    ModelQuotaExceededError,
+    ModelRequestRejectedError,
+    UserError,
+)
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelResponse,
+    ModelResponseStreamEvent,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
+from pydantic_ai.models import Model, ModelRequestParameters, infer_model
+from pydantic_ai.models.function import FunctionModel
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import ToolDefinition
+
+from agentrun._agents._messages import from_model_response, to_model_messages
+from agentrun._agents._runtime import RetryableStepError, Step, StepContext
+from agentrun._models import Message
+
+DELEGATION_TOOLS: list[ToolDefinition] = [
+    ToolDefinition(
+        name="agent_run",
+        description="Run or resume a registry agent; can run in background",
+        parameters_json_schema={
+            "type": "object",
+            "properties": {
+                "agent_id": {"type": "string", "description": "agent to run (new run)"},
+                "prompt": {"type": "string", "description": "what to ask it"},
+                "run_id": {
+                    "type": "string",
+                    "description": "a run you started: check or resume it",
+                },
+                "fork_context": {"type": "boolean", "description": "give it your conversation"},
+                "background": {"type": "boolean", "description": "return at once, running"},
+            },
+        },
+    ),
+    ToolDefinition(
+        name="agent_stop",
+        description="Stop a background agent run by run_id",
+        parameters_json_schema={
+            "type": "object",
+            "properties": {"run_id": {"type": "string"}},
+            "required": ["run_id"],
+        },
+    ),
+    ToolDefinition(
+        name="agent_output",
+        description="Retrieve the latest output from a sub-agent run",
+        parameters_json_schema={
+            "type": "object",
+            "properties": {"run_id": {"type": "string"}},
+            "required": ["run_id"],
+        },
+    ),
+]
+DELEGATION_TOOL_NAMES = frozenset(tool.name for tool in DELEGATION_TOOLS)
+
+
+class ModelAgent:
+    """An agent whose steps are pydantic-ai model responses."""
+
+    replays_exactly = False
+
+    def __init__(
+        self, model: Model | str, instructions: str = "", settings: ModelSettings | None = None
+    ) -> None:
+        """Bind the model, the agent's own instructions and its model settings.
+
+        Args:
+            model: A pydantic-ai model, or its ``provider:name`` (``openai:gpt-4o-mini``);
+                the provider's key comes from the worker's environment.
+            instructions: The agent's own instructions (its system prompt).
+            settings: pydantic-ai model settings (temperature, max tokens, ...).
+        """
+        self.model = infer_model(model) if isinstance(model, str) else model
+        self.instructions = instructions
+        self.settings = settings
+
+    async def step(self, ctx: StepContext) -> Step:
+        """One model response on the thread."""
+        system = "\n\n".join(part for part in (self.instructions, ctx.instructions) if part)
+        tools = DELEGATION_TOOLS if ctx.instructions else []
+        messages = to_model_messages(ctx.thread, system)
+        try:
+            response = await self._respond(messages, tools, ctx)
+        except (ModelRequestRejectedError, ModelQuotaExceededError, UserError) as err:
+            return Step(state=ctx.state, error=_provider_message(err))
+        except ModelAPIError as err:
+            # Transient: Temporal retries the turn from its checkpoint, with backoff.
+            raise RetryableStepError(_provider_message(err)) from err
+        except Exception as err:
+            # Anything else will not get better by retrying: the run fails, saying why.
+            return Step(state=ctx.state, error=f"{type(err).__name__}: {err}")
+        reply = from_model_response(response)
+        delegated = [call for call in reply.tool_calls if call.name in DELEGATION_TOOL_NAMES]
+        if delegated or not reply.tool_calls:
+            return Step(
+                messages=[reply],
+                state=ctx.state,
+                tool_calls=reply.tool_calls,
+                finished=not delegated,
+            )
+        # Only tools this agent does not have: tell the model, and ask it again.
+        refusals = [_unknown_tool(call.id, call.name) for call in reply.tool_calls]
+        return Step(messages=[reply, *refusals], state=ctx.state)
+
+    async def _respond(
+        self, messages: list[ModelMessage], tools: list[ToolDefinition], ctx: StepContext
+    ) -> ModelResponse:
+        parameters = ModelRequestParameters(function_tools=tools)
+        options = {"model_settings": self.settings, "model_request_parameters": parameters}
+        if not _streams(self.model):
+            response = await model_request(self.model, messages, **options)  # type: ignore[arg-type]
+            text = from_model_response(response).content
+            if text:
+                ctx.emit_text(text)
+            return response
+        async with model_request_stream(self.model, messages, **options) as stream:  # type: ignore[arg-type]
+            async for event in stream:
+                text = _streamed_text(event)
+                if text:
+                    ctx.emit_text(text)
+            return stream.get()
+
+
+def _streamed_text(event: ModelResponseStreamEvent) -> str:
+    """The text an event adds: a text part's start, or a text delta."""
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    return ""
+
+
+def _streams(model: Model) -> bool:
+    """Whether the model can stream (a FunctionModel needs a stream function for it)."""
+    return not (isinstance(model, FunctionModel) and model.stream_function is None)
+
+
+def _unknown_tool(call_id: str, name: str) -> Message:
+    available = ", ".join(sorted(DELEGATION_TOOL_NAMES))
+    error = {"code": "unknown_tool", "message": f"Unknown tool: {name}; available: {available}"}
+    return Message(
+        role="tool", tool_call_id=call_id, name=name, content=json.dumps({"error": error})
+    )
+
+
+def _provider_message(err: Exception) -> str:
+    """The provider's own words, without anything that could carry a credential."""
+    if isinstance(err, ModelAPIError):
+        return f"{type(err).__name__}: {err.message}"
+    return str(err)

@@ -1,0 +1,163 @@
+"""The agent registry file (``agents.toml``, or the file ``AGENTRUN_AGENTS`` names).
+
+Example::
+
+    [agents.planner]
+    model = "openai:gpt-4o-mini"
+    instructions = "You plan research and delegate it."
+    description = "plans and delegates"
+    allowed_agents = ["researcher"]
+    max_depth = 2
+
+    [agents.researcher]
+    model = "openai:llama3.2"
+    base_url = "http://localhost:11434/v1"   # any OpenAI-compatible server
+    settings = { temperature = 0.2 }
+
+Everything is checked when the worker starts: a bad file stops it with a message that
+names the file and the line or key, and never fails a run later. API keys come only
+from the worker's environment (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, …).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_ai.models import Model, infer_model
+
+from agentrun._agents._model import ModelAgent
+from agentrun._agents._registry import AgentRegistry, AgentSpec
+from agentrun._constants import MAX_DEPTH
+
+REGISTRY_ENV = "AGENTRUN_AGENTS"
+DEFAULT_REGISTRY_FILE = "agents.toml"
+
+
+class RegistryError(ValueError):
+    """A registry file that cannot be used; the message names the file and the problem."""
+
+
+class AgentEntry(BaseModel):
+    """One ``[agents.<id>]`` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    instructions: str = ""
+    description: str = ""
+    allowed_agents: list[str] | None = None
+    excluded_agents: list[str] = Field(default_factory=list)
+    max_depth: int = Field(default=MAX_DEPTH, ge=0, le=32)
+    base_url: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class RegistryFile(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agents: dict[str, AgentEntry] = Field(default_factory=dict)
+
+
+def load_registry(
+    path: str | Path | None = None,
+    builtins: AgentRegistry | None = None,
+    extra: Sequence[AgentSpec] = (),
+) -> AgentRegistry:
+    """The built-in agents, the registry file's and ``extra`` ones, checked.
+
+    Args:
+        path: The file (``AGENTRUN_AGENTS``); default ``agents.toml`` in the working
+            directory, which may be absent (then only the built-in and extra agents).
+        builtins: The built-in agents (default: ``scripted``).
+        extra: Agents defined in code.
+
+    Raises:
+        RegistryError: naming the file and the line or key that is wrong.
+    """
+    from agentrun._agents import default_registry
+
+    base = builtins or default_registry()
+    builtin_specs = [spec for spec in (base.get(i) for i in base.ids()) if spec]
+    file = Path(path or DEFAULT_REGISTRY_FILE)
+    if not file.exists():
+        if path:
+            raise RegistryError(f"{file}: agent registry file not found ({REGISTRY_ENV})")
+        return _combined(builtin_specs, extra)
+    entries = _read(file).agents
+    specs = [_spec(file, agent_id, entry, base) for agent_id, entry in entries.items()]
+    known = set(base.ids()) | set(entries) | {spec.id for spec in extra}
+    for agent_id, entry in entries.items():
+        _check_references(file, agent_id, entry, known)
+    return _combined([*builtin_specs, *specs], extra)
+
+
+def _combined(specs: Sequence[AgentSpec], extra: Sequence[AgentSpec]) -> AgentRegistry:
+    try:
+        return AgentRegistry([*specs, *extra])
+    except ValueError as err:
+        raise RegistryError(str(err)) from None
+
+
+def _read(file: Path) -> RegistryFile:
+    try:
+        document = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise RegistryError(f"{file}: invalid TOML: {err}") from None
+    except OSError as err:
+        raise RegistryError(f"{file}: cannot read: {err.strerror}") from None
+    try:
+        return RegistryFile.model_validate(document)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in err.errors()
+        )
+        raise RegistryError(f"{file}: {problems}") from None
+
+
+def _spec(file: Path, agent_id: str, entry: AgentEntry, base: AgentRegistry) -> AgentSpec:
+    if base.get(agent_id) is not None:
+        raise RegistryError(f"{file}: agents.{agent_id}: '{agent_id}' is a built-in agent")
+    try:
+        model = build_model(entry.model, entry.base_url)
+    except Exception as err:  # provider errors vary: unknown model, missing package or key
+        raise RegistryError(f"{file}: agents.{agent_id}.model: {err}") from None
+    return AgentSpec(
+        id=agent_id,
+        runtime=ModelAgent(model, entry.instructions, entry.settings or None),  # type: ignore[arg-type]
+        description=entry.description,
+        allowed_agents=tuple(entry.allowed_agents) if entry.allowed_agents is not None else None,
+        excluded_agents=tuple(entry.excluded_agents),
+        max_depth=entry.max_depth,
+    )
+
+
+def _check_references(file: Path, agent_id: str, entry: AgentEntry, known: set[str]) -> None:
+    for key in ("allowed_agents", "excluded_agents"):
+        unknown = sorted(set(getattr(entry, key) or []) - known)
+        if unknown:
+            raise RegistryError(f"{file}: agents.{agent_id}.{key}: unknown agents {unknown}")
+
+
+def build_model(model: str, base_url: str | None = None) -> Model:
+    """A pydantic-ai model from its ``provider:name`` string.
+
+    ``base_url`` points an ``openai:`` model at any OpenAI-compatible server; the key is
+    ``OPENAI_API_KEY`` when set (local servers usually need none).
+    """
+    if base_url is None:
+        return infer_model(model)
+    provider, _, name = model.partition(":")
+    if provider != "openai" or not name:
+        raise ValueError(f"base_url works with 'openai:<model>' models, got {model!r}")
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    api_key = os.environ.get("OPENAI_API_KEY") or "not-needed"
+    return OpenAIChatModel(name, provider=OpenAIProvider(base_url=base_url, api_key=api_key))

@@ -1,0 +1,53 @@
+"""Names that the worker, the client, the tests and outside Temporal clients share.
+
+The workflow type, task queue, search attributes and query names are part of the
+public contract (``docs/contract.md``): dashboards and scripts rely on them, so they are
+defined once here and imported everywhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import SearchAttributeKey
+
+WORKFLOW_TYPE = "AgentRun"
+DEFAULT_TASK_QUEUE = "agentrun"
+
+OWNER_THREAD_ID = SearchAttributeKey.for_keyword("OwnerThreadId")
+AGENT_ID = SearchAttributeKey.for_keyword("AgentId")
+DELEGATION_STATUS = SearchAttributeKey.for_keyword("DelegationStatus")
+DELEGATION_EPOCH = SearchAttributeKey.for_int("DelegationEpoch")
+SEARCH_ATTRIBUTES = (OWNER_THREAD_ID, AGENT_ID, DELEGATION_STATUS, DELEGATION_EPOCH)
+
+QUERY_SUMMARY = "summary"
+QUERY_THREAD = "thread"
+QUERY_CHILDREN = "children"
+QUERY_RUN_STATE = "run_state"
+SIGNAL_ASSISTANT_OUTPUT = "assistant_output"
+SIGNAL_CHILD_SETTLED = "child_settled"
+
+EVENTS_TOPIC = "events"
+
+TURN_ACTIVITY = "agent_turn"
+READ_RUN_ACTIVITY = "read_run"
+
+# A cancel reaches an activity only in a heartbeat response, and heartbeats are sent
+# at most every 0.8 x heartbeat timeout, capped by the worker's throttle. A 0.3 s
+# throttle makes a cancel visible and a checkpoint durable within about half a
+# second; the 5 s timeout bounds how long a killed worker's turn waits for a retry.
+TURN_HEARTBEAT_TIMEOUT = timedelta(seconds=5)
+HEARTBEAT_THROTTLE = timedelta(milliseconds=300)
+HEARTBEAT_EVERY = 0.2
+TURN_START_TO_CLOSE = timedelta(hours=6)
+# Events reach a run's stream in batches: each batch is a signal, and a signal with its
+# workflow task is four history events. 50 ms keeps an event's trip to a follower near
+# 60 ms; longer batches trade latency for history (docs/design.md, "Streaming").
+STREAM_BATCH_INTERVAL = timedelta(milliseconds=50)
+# A running turn tells its run its latest assistant text at most this often (seconds).
+OUTPUT_REPORT_EVERY = 1.0
+
+# Guards against runaway recursion: a tree never grows deeper than this, and one run
+# never delegates more than this many runs.
+MAX_DEPTH = 8
+MAX_CHILDREN_PER_RUN = 100

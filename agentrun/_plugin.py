@@ -1,0 +1,238 @@
+"""agentrun's Temporal wiring in one plugin, for the worker, the client and the tests.
+
+``Client.connect(..., plugins=[AgentRunPlugin()])`` is all a worker needs: any
+``Worker(client, task_queue="agentrun")`` built on that client serves ``AgentRun``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pkgutil
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
+from temporalio.plugin import SimplePlugin
+from temporalio.worker import WorkerConfig, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from agentrun._agents import AgentRegistry, AgentSpec
+from agentrun._codec import EncryptionCodec, codec_from_settings
+from agentrun._constants import HEARTBEAT_THROTTLE
+from agentrun._observability import RunMetricsInterceptor
+from agentrun._payload_guard import PayloadGuard, PayloadLimit, PayloadTooLargeError
+from agentrun._settings import AgentRunSettings, load_settings
+from agentrun._storage import StorageSettings
+
+# Worker tuning for agentrun's task queue, applied where the worker kept the SDK's
+# default. A cancel reaches a turn only through a heartbeat, and the SDK's throttle
+# (up to 60 s) would hold a stop back for seconds: 0.3 s keeps it near half a second.
+GRACEFUL_SHUTDOWN = timedelta(seconds=5)  # turns reach a checkpoint before a cancel
+# A run cached on a worker that died goes to another worker after this long (the SDK
+# waits 10 s); live workers take sticky tasks at once.
+STICKY_TIMEOUT = timedelta(seconds=2)
+_SDK_DEFAULTS: dict[str, object] = {
+    "max_heartbeat_throttle_interval": timedelta(seconds=60),
+    "default_heartbeat_throttle_interval": timedelta(seconds=30),
+    "graceful_shutdown_timeout": timedelta(),
+    "sticky_queue_schedule_to_start_timeout": timedelta(seconds=10),
+}
+
+
+def _passthrough_modules() -> tuple[str, ...]:
+    """Modules the workflow sandbox shares instead of re-importing for every run.
+
+    Every module of agentrun but the workflows themselves: the models and pure
+    delegation rules the workflow uses are deterministic, and re-importing pydantic
+    models per run is slow; the workflow code is re-imported, so the sandbox checks it.
+    pydantic and pydantic_core are heavy, and side-effect free at import.
+    """
+    import agentrun
+
+    own = [
+        f"agentrun.{module.name}"
+        for module in pkgutil.iter_modules(agentrun.__path__)
+        if module.name != "workflows"
+    ]
+    return (*own, "pydantic", "pydantic_core", "annotated_types")
+
+
+@dataclasses.dataclass(frozen=True)
+class PayloadSettings:
+    """How payloads travel: large ones by reference, all of them encrypted if asked."""
+
+    storage: StorageSettings = dataclasses.field(default_factory=StorageSettings.off)
+    codec: PayloadCodec | None = None
+
+    @classmethod
+    def from_settings(cls, settings: AgentRunSettings) -> PayloadSettings:
+        """Storage and encryption as ``settings`` configure them (docs/settings.md).
+
+        Raises:
+            ValueError: a setting cannot be used (``StorageConfigError``, ``CodecError``).
+        """
+        return cls(StorageSettings.from_settings(settings), codec_from_settings(settings))
+
+    def describe(self) -> str:
+        """One line for a worker's log: where large payloads go, and the encryption."""
+        codec = self.codec
+        if isinstance(codec, EncryptionCodec):
+            sealed = f"encrypted with key {codec.key_id!r} (reads {', '.join(codec.key_ids)})"
+        else:
+            sealed = "not encrypted" if codec is None else f"encoded by {type(codec).__name__}"
+        return f"{self.storage.describe()}; {sealed}"
+
+    def limit(self) -> PayloadLimit:
+        """The largest value one payload may carry with these settings."""
+        converter = pydantic_data_converter.payload_converter
+        if self.storage.driver is None:
+            return PayloadLimit.inline(converter)
+        return PayloadLimit.stored(self.storage.max_payload_size, converter)
+
+
+def _data_converter(existing: DataConverter | None, settings: PayloadSettings) -> DataConverter:
+    # JSON through pydantic (docs/contract.md), keeping any codec the operator configured.
+    codec = settings.codec or (existing.payload_codec if existing else None)
+    storage = settings.storage.external_storage()
+    if storage is None and existing is not None:
+        storage = existing.external_storage
+    # The SDK encodes before it stores, so the blobs in external storage are
+    # encrypted as well. With a codec, failure messages (which can quote a prompt)
+    # are encoded too instead of staying readable in the history.
+    failures = (
+        DefaultFailureConverterWithEncodedAttributes
+        if codec
+        else pydantic_data_converter.failure_converter_class
+    )
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        external_storage=storage,
+        failure_converter_class=failures,
+    )
+
+
+def _workflow_runner(existing: WorkflowRunner | None) -> WorkflowRunner:
+    runner = existing or SandboxedWorkflowRunner()
+    if not isinstance(runner, SandboxedWorkflowRunner):
+        return runner
+    restrictions = runner.restrictions.with_passthrough_modules(*_passthrough_modules())
+    return dataclasses.replace(runner, restrictions=restrictions)
+
+
+class AgentRunPlugin(SimplePlugin):
+    """Everything a Temporal client and worker need to run agentrun.
+
+    Registers the ``AgentRun`` workflow, the turn and run-reading activities, pydantic
+    JSON payloads, external storage and encryption of large payloads, the sandbox
+    pass-through, the payload size guard and agentrun's metrics. A worker built on a
+    client with the plugin also gets agentrun's tuning wherever it kept the SDK's
+    defaults (heartbeat throttle, graceful shutdown, sticky timeout, activity slots):
+    pass your own values to ``Worker`` to keep them.
+
+    Example:
+        ```python
+        client = await Client.connect("localhost:7233", plugins=[AgentRunPlugin()])
+        await Worker(client, task_queue="agentrun").run()
+        ```
+    """
+
+    def __init__(
+        self,
+        settings: AgentRunSettings | None = None,
+        *,
+        agents: AgentRegistry | Iterable[AgentSpec] = (),
+        agents_file: str | Path | None = None,
+        payloads: PayloadSettings | None = None,
+    ) -> None:
+        """Build the plugin; with no arguments, from the environment and ``agents.toml``.
+
+        Args:
+            settings: agentrun's settings; read from ``AGENTRUN_*`` variables when None.
+            agents: Agents defined in code, added to the built-in ``scripted`` agent and
+                the registry file's; an ``AgentRegistry`` is used as it is instead.
+            agents_file: The registry file; default ``settings.agents``, else
+                ``agents.toml`` in the working directory when there is one.
+            payloads: Storage and encryption; from ``settings`` when None.
+
+        Raises:
+            SettingsError: an ``AGENTRUN_*`` variable has a bad value.
+            ValueError: the storage or encryption settings cannot be used.
+        """
+        self.settings = settings or load_settings()
+        self.payloads = payloads or PayloadSettings.from_settings(self.settings)
+        self._agents = agents
+        self._agents_file = agents_file or self.settings.agents
+        self._registry: AgentRegistry | None = None
+        super().__init__(
+            "agentrun",
+            data_converter=functools.partial(_data_converter, settings=self.payloads),
+            workflow_runner=_workflow_runner,
+            workflows=_workflows,
+            # PayloadGuard checks every payload's size where it leaves, so an oversized
+            # one fails its run with a clear message instead of a task retried forever;
+            # it guards every workflow on the worker, hence its error type worker-wide.
+            interceptors=[PayloadGuard(self.payloads.limit()), RunMetricsInterceptor()],
+            workflow_failure_exception_types=[PayloadTooLargeError],
+        )
+
+    def registry(self) -> AgentRegistry:
+        """The agents this plugin's workers serve, read and checked once.
+
+        Raises:
+            RegistryError: the registry file is bad; the message names file and key.
+        """
+        if self._registry is None:
+            self._registry = _registry(self._agents, self._agents_file)
+        return self._registry
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        """Add agentrun's activities, and its tuning where the worker kept the defaults."""
+        from agentrun.activities import TurnActivities, read_run
+
+        config = super().configure_worker(config)
+        turns = TurnActivities(self.registry(), self.settings.stream_batch_interval)
+        config["activities"] = [*config.get("activities", []), turns.run_turn, read_run]
+        _tune(config, self.settings)
+        return config
+
+
+def _workflows(existing: Sequence[type] | None) -> Sequence[type]:
+    from agentrun.workflows import AgentRunWorkflow
+
+    return [*(existing or []), AgentRunWorkflow]
+
+
+def _registry(
+    agents: AgentRegistry | Iterable[AgentSpec], file: str | Path | None
+) -> AgentRegistry:
+    from agentrun._agents._registry_file import load_registry
+
+    if isinstance(agents, AgentRegistry):
+        return agents
+    return load_registry(file, extra=list(agents))
+
+
+def _tune(config: WorkerConfig, settings: AgentRunSettings) -> None:
+    """agentrun's worker settings, where the worker kept the SDK's defaults."""
+    ours: dict[str, object] = {
+        "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
+        "default_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
+        "graceful_shutdown_timeout": GRACEFUL_SHUTDOWN,
+        "sticky_queue_schedule_to_start_timeout": STICKY_TIMEOUT,
+    }
+    loose: dict[str, Any] = config  # type: ignore[assignment]
+    for key, value in ours.items():
+        if loose.get(key) == _SDK_DEFAULTS[key]:
+            loose[key] = value
+    # A sleeping or streaming turn holds its slot (the SDK's default is 100).
+    if loose.get("max_concurrent_activities") is None and loose.get("tuner") is None:
+        loose["max_concurrent_activities"] = settings.max_concurrent_turns

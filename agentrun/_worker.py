@@ -1,0 +1,87 @@
+"""The agentrun worker process: ``python worker.py`` and ``agentrun worker``.
+
+Settings are read once, here, before anything connects: a bad value, registry file,
+key or metrics address stops the process with one line naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from temporalio.worker import Worker
+
+from agentrun._agents._registry_file import RegistryError
+from agentrun._codec import CodecError
+from agentrun._connection import connect
+from agentrun._observability import (
+    ObservabilityError,
+    flush_tracing,
+    metrics_runtime,
+    tracing_plugins,
+)
+from agentrun._plugin import AgentRunPlugin
+from agentrun._settings import AgentRunSettings, SettingsError, load_settings
+from agentrun._storage import StorageConfigError
+
+__all__ = ["STARTUP_ERRORS", "main", "run_worker"]
+
+# What a worker's configuration can get wrong; each is reported as one line.
+STARTUP_ERRORS = (
+    SettingsError,
+    RegistryError,
+    ObservabilityError,
+    StorageConfigError,
+    CodecError,
+)
+
+
+async def run_worker(
+    settings: AgentRunSettings | None = None,
+    address: str | None = None,
+    metrics_address: str | None = None,
+) -> None:
+    """Serve the agentrun task queue until SIGINT or SIGTERM, then shut down gracefully.
+
+    The agent registry file is read first: a bad one stops the worker before it
+    serves anything (RegistryError, naming the file and the line or key).
+    """
+    settings = settings or load_settings()
+    plugin = AgentRunPlugin(settings)
+    registry = plugin.registry()  # checked before connecting, like every setting
+    runtime = metrics_runtime(metrics_address or settings.metrics_address)
+    client = await connect(
+        address, plugin=plugin, runtime=runtime, plugins=tracing_plugins(settings.otel)
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with Worker(client, task_queue=settings.task_queue):
+        logging.getLogger("agentrun").info(
+            "Worker serving task queue %r on %s with agents %s; payloads %s",
+            settings.task_queue,
+            client.service_client.config.target_host,
+            ", ".join(registry.ids()),
+            plugin.payloads.describe(),
+        )
+        await stop.wait()
+
+
+def main() -> None:
+    """Entry point of ``python worker.py``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(run_worker())
+    except STARTUP_ERRORS as err:
+        raise SystemExit(f"agentrun worker: {err}") from None
+    # All work is handed over by now. The SDK's native runtime can abort while the
+    # interpreter tears down; leaving at once keeps the exit status a clean 0.
+    flush_tracing()  # os._exit skips the exporter's own flush at exit
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

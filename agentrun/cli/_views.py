@@ -1,0 +1,131 @@
+"""What the command line shows of runs: trees, lineage and timing, gathered from Temporal.
+
+Summaries come from the owner-scoped client (a run of another owner is unknown);
+timing comes from describing each run's current workflow execution (its epoch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+from temporalio.service import RPCError, RPCStatusCode
+
+from agentrun._client import AgentRunClient
+from agentrun._constants import QUERY_CHILDREN
+from agentrun._delegation import unknown_run
+from agentrun._models import RunSummary
+
+__all__ = ["RunDetails", "RunNode", "Timing", "run_details", "run_tree", "timing"]
+
+
+class Timing(BaseModel):
+    """When the run's current epoch started and closed (None while it runs)."""
+
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    def seconds(self, now: datetime | None = None) -> float | None:
+        """How long the epoch ran, or has been running; None when unknown."""
+        if self.started_at is None:
+            return None
+        end = self.closed_at or now or datetime.now(UTC)
+        return max(0.0, (end - self.started_at).total_seconds())
+
+
+@dataclass
+class RunNode:
+    """A run, its timing, and the runs it delegated."""
+
+    summary: RunSummary
+    timing: Timing
+    children: list[RunNode] = field(default_factory=list)
+
+    def walk(self) -> list[RunNode]:
+        """This node and its descendants, depth first."""
+        return [self, *(node for child in self.children for node in child.walk())]
+
+
+class RunDetails(BaseModel):
+    """Everything ``agentrun show`` says about one run."""
+
+    summary: RunSummary
+    timing: Timing
+    lineage: list[str]
+    children: list[RunSummary]
+
+
+async def timing(runs: AgentRunClient, run_id: str) -> Timing:
+    """Start and close time of the run's current execution."""
+    try:
+        description = await runs.temporal.get_workflow_handle(run_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return Timing()
+        raise
+    return Timing(started_at=description.start_time, closed_at=description.close_time)
+
+
+async def owned_summary(runs: AgentRunClient, owner: str, run_id: str) -> RunSummary:
+    """The run's summary; ``Unknown run_id`` when it is unknown or another owner's.
+
+    Raises:
+        DelegationError: the run is unknown to ``owner``.
+    """
+    summary = await runs.summary(owner, run_id)
+    if summary is None:
+        raise unknown_run(run_id)
+    return summary
+
+
+async def run_tree(runs: AgentRunClient, owner: str, run_id: str) -> RunNode:
+    """The run and its descendants of the same owner, children sorted by run_id.
+
+    Raises:
+        DelegationError: the run is unknown to ``owner``.
+    """
+    return await _node(runs, await owned_summary(runs, owner, run_id))
+
+
+async def _node(runs: AgentRunClient, summary: RunSummary) -> RunNode:
+    listed, run_timing = await asyncio.gather(
+        _children(runs, summary.run_id), timing(runs, summary.run_id)
+    )
+    current = await asyncio.gather(
+        *(runs.summary(summary.owner_thread_id, c.run_id) for c in listed)
+    )
+    mine = [c for c in current if c is not None and c.parent_run_id == summary.run_id]
+    children = await asyncio.gather(*(_node(runs, child) for child in mine))
+    return RunNode(summary, run_timing, sorted(children, key=lambda n: n.summary.run_id))
+
+
+async def _children(runs: AgentRunClient, run_id: str) -> list[RunSummary]:
+    handle = runs.temporal.get_workflow_handle(run_id)
+    children: list[RunSummary] = await handle.query(QUERY_CHILDREN, result_type=list[RunSummary])
+    return children
+
+
+async def run_details(runs: AgentRunClient, owner: str, run_id: str) -> RunDetails:
+    """The run's summary, ancestors (root first), children and timing.
+
+    Raises:
+        DelegationError: the run is unknown to ``owner``.
+    """
+    summary = await owned_summary(runs, owner, run_id)
+    children, run_timing, lineage = await asyncio.gather(
+        _children(runs, run_id), timing(runs, run_id), _ancestors(runs, summary)
+    )
+    return RunDetails(summary=summary, timing=run_timing, lineage=lineage, children=children)
+
+
+async def _ancestors(runs: AgentRunClient, summary: RunSummary) -> list[str]:
+    """Run ids from the root down to the run's parent."""
+    ancestors: list[str] = []
+    parent = summary.parent_run_id
+    while parent is not None and parent not in ancestors:
+        ancestors.insert(0, parent)
+        above = await runs.summary(summary.owner_thread_id, parent)
+        parent = above.parent_run_id if above is not None else None
+    return ancestors

@@ -1,0 +1,163 @@
+"""Following a run tree's event streams through network and worker interruptions.
+
+``AgentRunClient.events`` follows one run's stream; here each run of the tree gets a
+follower of its own that remembers the last offset it delivered. When a follower's
+connection breaks (the server restarts, the worker that hosts the run dies and a
+poll times out), it waits and subscribes again from the next offset, so no event is
+delivered twice and none is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
+
+from agentrun._client import AgentRunClient, StreamedEvent
+
+__all__ = ["RetryPolicy", "StreamLost", "follow_tree", "is_transient"]
+
+# Statuses of a connection that broke or of a server or worker that did not answer
+# in time: worth trying again. Anything else (not found, permission denied) is final.
+_TRANSIENT_STATUSES = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether following a stream again may succeed after ``err``."""
+    if isinstance(err, RPCError):
+        # After a restart the server refuses queries until the workers poll again.
+        no_worker_yet = err.status == RPCStatusCode.FAILED_PRECONDITION and (
+            "no poller seen" in err.message
+        )
+        return err.status in _TRANSIENT_STATUSES or no_worker_yet
+    # A poll whose RPC timed out, or a read that no worker answered while the run
+    # moved to another worker.
+    return isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError | WorkflowQueryFailedError)
+
+
+@dataclass(frozen=True)
+class StreamLost:
+    """A follower lost a run's stream and is about to follow it again."""
+
+    run_id: str
+    next_offset: int
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a follower keeps reconnecting, and how often."""
+
+    give_up_after: float = 300.0
+    first_wait: float = 0.5
+    max_wait: float = 5.0
+    on_lost: Callable[[StreamLost], None] = field(default=lambda _: None)
+
+    def wait(self, attempt: int) -> float:
+        """Seconds to wait before the ``attempt``-th reconnection (1-based)."""
+        return min(self.max_wait, self.first_wait * 2.0 ** (attempt - 1))
+
+
+class _Follower:
+    """Follows one run's stream, resuming after the last offset it delivered."""
+
+    def __init__(
+        self,
+        runs: AgentRunClient,
+        owner: str,
+        run_id: str,
+        next_offset: int,
+        policy: RetryPolicy,
+    ) -> None:
+        self.run_id = run_id
+        self.next_offset = next_offset
+        self._runs = runs
+        self._owner = owner
+        self._policy = policy
+
+    async def run(self, deliver: Callable[[StreamedEvent], None]) -> None:
+        attempt = 0
+        failing_since: float | None = None
+        while True:
+            try:
+                async for item in self._runs.events(self._owner, self.run_id, self.next_offset):
+                    if item.offset < self.next_offset:
+                        continue  # already delivered before the reconnection
+                    self.next_offset = item.offset + 1
+                    attempt, failing_since = 0, None
+                    deliver(item)
+                return
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > self._policy.give_up_after:
+                    raise
+                attempt += 1
+                self._policy.on_lost(StreamLost(self.run_id, self.next_offset, err))
+                await asyncio.sleep(self._policy.wait(attempt))
+
+
+async def follow_tree(
+    runs: AgentRunClient,
+    owner: str,
+    run_id: str,
+    from_offset: int = 0,
+    policy: RetryPolicy | None = None,
+) -> AsyncIterator[StreamedEvent]:
+    """The events of ``run_id`` from ``from_offset`` and of its descendants, merged.
+
+    A descendant is followed from its first event once its ``child_started`` event
+    arrives (again from where it was when a stopped child is resumed). The iterator
+    ends when every followed stream has ended.
+
+    Raises:
+        DelegationError: the run is unknown to ``owner``.
+        RPCError: a connection stayed broken longer than the policy allows.
+    """
+    policy = policy or RetryPolicy()
+    # Events and, after a follower's last event, its finished task: a follower's
+    # events are always read before the news that it ended.
+    queue: asyncio.Queue[StreamedEvent | asyncio.Task[None]] = asyncio.Queue()
+    followers: dict[str, _Follower] = {}
+    tasks: dict[str, asyncio.Task[None]] = {}
+
+    def follow(target: str, offset: int) -> None:
+        follower = followers.setdefault(target, _Follower(runs, owner, target, offset, policy))
+        task = asyncio.create_task(follower.run(queue.put_nowait))
+        tasks[target] = task
+        task.add_done_callback(queue.put_nowait)
+
+    follow(run_id, from_offset)
+    following = 1
+    try:
+        while following:
+            item = await queue.get()
+            if isinstance(item, asyncio.Task):
+                following -= 1
+                item.result()  # a follower's final error is the watch's
+                continue
+            child = item.event.summary
+            if item.event.kind == "child_started" and child is not None:
+                current = tasks.get(child.run_id)
+                if current is None or current.done():
+                    follow(child.run_id, 0)
+                    following += 1
+            yield item
+    finally:
+        for task in tasks.values():
+            task.cancel()

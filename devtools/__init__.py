@@ -1,0 +1,1 @@
+"""Developer tooling that users never run (not installed with agentrun)."""
