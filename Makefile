@@ -1,12 +1,15 @@
 # Developer entry points. Everything runs from the project's own virtualenv.
 PYTHON ?= python3
+# The workflow sandbox re-imports workflow modules for every run: without cached
+# bytecode each of those imports compiles the source again.
+unexport PYTHONDONTWRITEBYTECODE
 VENV := .venv
 BIN := $(VENV)/bin
 # Touched after a successful install: pip reruns only when pyproject.toml changes,
 # or when the venv lost its entry point.
 STAMP := $(VENV)/.agentrun-installed
 
-.PHONY: venv demo test lint server worker clean bench screenshot FORCE
+.PHONY: venv demo test stress lint server worker clean bench screenshot FORCE
 
 venv: $(STAMP)
 
@@ -27,6 +30,10 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest -q
+
+# Stress runs of a minute or more, not part of test: 50 trees of 10 runs on one worker.
+stress: venv
+	AGENTRUN_STRESS=1 $(BIN)/pytest -q -s tests/test_load.py
 
 # Benchmarks (BENCHMARKS.md), not part of test: fresh embedded servers, about 12
 # minutes. BENCH_QUICK=1 make bench for a short smoke run. The bench extra draws plots.

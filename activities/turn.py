@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +36,7 @@ from agentrun._constants import (
 )
 from agentrun._models import (
     AgentEvent,
+    AgentPolicy,
     Message,
     TurnCheckpoint,
     TurnInput,
@@ -42,8 +44,13 @@ from agentrun._models import (
 )
 from agentrun.activities._beat import Progress, beating, last_text
 from agentrun.activities._threads import ThreadCache
+from agentrun.activities._toolbox import Toolbox, toolbox
+from agentrun.activities.tools import MCPTools, function_tool_activity
 
 logger = logging.getLogger(__name__)
+
+# Attempts of a turn whose agent's MCP server cannot be listed, before the run fails.
+MCP_LIST_ATTEMPTS = 5
 
 
 class _TurnEvents:
@@ -89,6 +96,7 @@ class TurnActivities:
         self._registry = registry
         self._batch = batch
         self._threads = ThreadCache()
+        self.mcp = MCPTools(list(registry.mcp_servers.values()))
 
     @activity.defn(name=TURN_ACTIVITY)
     async def run_turn(self, turn: TurnInput) -> TurnResult:
@@ -142,9 +150,12 @@ class TurnActivities:
         events: _TurnEvents,
     ) -> TurnResult:
         policy = self._registry.policy(spec)
+        box = await self._toolbox(spec, policy)
+        if isinstance(box, str):
+            return TurnResult(error=box, policy=policy)
         try:
             while not progress.checkpoint.ended:
-                step = await self._safe_step(spec, turn, progress.checkpoint, events)
+                step = await self._safe_step(spec, turn, progress.checkpoint, events, box)
                 for message in step.messages:
                     events.message(message)
                 progress.checkpoint = _advance(progress.checkpoint, step, events.seq)
@@ -165,14 +176,36 @@ class TurnActivities:
             tool_calls=progress.checkpoint.tool_calls,
             error=progress.checkpoint.error,
             policy=policy,
+            routes=[box.route(call) for call in progress.checkpoint.tool_calls],
         )
 
+    async def _toolbox(self, spec: AgentSpec, policy: AgentPolicy) -> Toolbox | str:
+        """The agent's tools; an MCP server that cannot be listed is retried a few times,
+        then the run fails saying which server and why (no turn retries forever)."""
+        try:
+            return await toolbox(self._registry, spec, self.mcp, bool(policy.visible_agents))
+        except Exception as err:
+            message = f"Cannot list the tools of an MCP server of '{spec.id}': {err}"
+            if activity.info().attempt < MCP_LIST_ATTEMPTS:
+                raise RetryableStepError(message) from err
+            return message
+
+    def tool_activities(self) -> list[Callable[..., Any]]:
+        """An activity per function tool and per MCP server of the registry."""
+        functions = [function_tool_activity(t) for t in self._registry.tools.values()]
+        return [*functions, *self.mcp.activities()]
+
     async def _safe_step(
-        self, spec: AgentSpec, turn: TurnInput, checkpoint: TurnCheckpoint, events: _TurnEvents
+        self,
+        spec: AgentSpec,
+        turn: TurnInput,
+        checkpoint: TurnCheckpoint,
+        events: _TurnEvents,
+        box: Toolbox,
     ) -> Step:
         """The agent's next step; an error that retrying cannot mend becomes the run's."""
         try:
-            return await self._step(spec, turn, checkpoint, events)
+            return await self._step(spec, turn, checkpoint, events, box)
         except RetryableStepError:
             raise
         except Exception as err:
@@ -181,7 +214,12 @@ class TurnActivities:
             return Step(state=checkpoint.agent_state, error=message)
 
     async def _step(
-        self, spec: AgentSpec, turn: TurnInput, checkpoint: TurnCheckpoint, events: _TurnEvents
+        self,
+        spec: AgentSpec,
+        turn: TurnInput,
+        checkpoint: TurnCheckpoint,
+        events: _TurnEvents,
+        box: Toolbox,
     ) -> Step:
         policy = self._registry.policy(spec)
         ctx = StepContext(
@@ -195,6 +233,7 @@ class TurnActivities:
                 policy.visible_agents, self._registry.describe, turn.children
             ),
             emit_text=lambda text: events.publish("text_delta", text=text),
+            tools=box.definitions,
         )
         return await spec.runtime.step(ctx)
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from agentrun._models import AgentEvent, Message, RunSummary, Status, ToolCall
     from agentrun._plugin import AgentRunPlugin
     from agentrun._settings import AgentRunSettings, SettingsError
+    from agentrun._tools import AgentTool, MCPServer, ToolContext, as_tool
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,10 @@ _EXPORTS = {
     "AgentRunSettings": "agentrun._settings",
     "AgentRuntime": "agentrun._agents",
     "AgentSpec": "agentrun._agents",
+    "AgentTool": "agentrun._tools",
+    "MCPServer": "agentrun._tools",
+    "ToolContext": "agentrun._tools",
+    "as_tool": "agentrun._tools",
     "DEFAULT_TASK_QUEUE": "agentrun._constants",
     "DelegationError": "agentrun._delegation",
     "Message": "agentrun._models",
@@ -75,7 +80,9 @@ __all__ = [
     "AgentRunSettings",
     "AgentRuntime",
     "AgentSpec",
+    "AgentTool",
     "DelegationError",
+    "MCPServer",
     "Message",
     "ModelAgent",
     "RetryableStepError",
@@ -87,6 +94,8 @@ __all__ = [
     "StepContext",
     "StreamedEvent",
     "ToolCall",
+    "ToolContext",
+    "as_tool",
     "connect",
 ]
 

@@ -55,6 +55,13 @@ __all__ = ["AgentRunClient", "DelegationError", "StreamedEvent"]
 _CLOSE_WAIT = timedelta(seconds=30)
 QUERY_TIMEOUT = timedelta(seconds=10)
 _QUERY_RETRY_STATUSES = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+# What a wait outlasts: no answer in time, and a workflow task in failed state (Temporal
+# retries it; a query meanwhile gets FAILED_PRECONDITION).
+_WAIT_RETRY_STATUSES = (
+    *_QUERY_RETRY_STATUSES,
+    RPCStatusCode.FAILED_PRECONDITION,
+    RPCStatusCode.UNAVAILABLE,
+)
 T = TypeVar("T")
 
 
@@ -199,11 +206,22 @@ class AgentRunClient:
     async def wait(
         self, owner_thread_id: str, run_id: str, timeout: float | None = None
     ) -> RunSummary:
-        """Wait until the run is no longer running; its final summary."""
+        """Wait until the run is no longer running; its final summary.
+
+        A worker that cannot answer the summary query for now (too busy to answer in
+        time, or its workflow task failed and is being retried) does not end the wait:
+        it waits for the run to close, through Temporal, and asks again.
+        """
 
         async def settle() -> RunSummary:
             while True:
-                summary = await self.summary(owner_thread_id, run_id)
+                try:
+                    summary = await self.summary(owner_thread_id, run_id)
+                except RPCError as err:
+                    if err.status not in _WAIT_RETRY_STATUSES:
+                        raise
+                    await self._closed(run_id)
+                    continue
                 if summary is None:
                     raise unknown_run(run_id)
                 if summary.status != "running":

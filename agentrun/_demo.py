@@ -29,6 +29,7 @@ from agentrun._agents._model import ModelAgent
 from agentrun._agents._registry_file import build_model
 from agentrun._client import AgentRunClient, StreamedEvent
 from agentrun._constants import QUERY_CHILDREN
+from agentrun._demo_tools import MCP_EXAMPLE, docs_server, search_docs
 from agentrun._models import AgentEvent, RunSummary
 from agentrun._plugin import AgentRunPlugin
 from agentrun._server import NAMESPACE, EmbeddedServer, temporal_binary
@@ -55,6 +56,10 @@ def _script(*steps: JsonValue) -> Script:
     return {"steps": list(steps)}
 
 
+def _tool(tool: str, **args: JsonValue) -> JsonValue:
+    return {"tool": tool, "args": args}
+
+
 def _background(prompt: Script) -> JsonValue:
     return {
         "tool": "agent_run",
@@ -62,15 +67,19 @@ def _background(prompt: Script) -> JsonValue:
     }
 
 
-def planner_script() -> str:
+def planner_script(with_mcp: bool = True) -> str:
     """The planner's JSON script: fan out, stop the slow worker, collect, answer.
 
     ``$1``..``$3`` are the run ids the first three tool steps (the fan-out) returned.
+    The sources researcher uses real tools: a search of docs/ (a Python function) and,
+    with ``with_mcp``, the example MCP server's ``read_doc``; each call an activity.
     """
+    reading = [_tool("docs_read_doc", name="reliability")] if with_mcp else []
     sources = _script(
         {"say": "Collecting sources..."},
-        {"sleep": 1},
-        {"say": "Sources: three papers and two blog posts."},
+        _tool("search_docs", query="checkpoint"),
+        *reading,
+        {"say": "Sources: the design and reliability docs, on checkpoints."},
     )
     numbers = _script({"say": "Crunching the numbers..."}, {"sleep": 1}, {"say": "Growth: 12%."})
     analysis = _script(
@@ -157,12 +166,18 @@ async def run_demo(
         queue = f"demo-{tag}"
         model = settings.demo_model
         agents = demo_registry(model, settings.demo_base_url)
-        plugin = AgentRunPlugin(settings, agents=agents)
+        mcp = docs_server()
+        if mcp is None:
+            console.print(f"[yellow]No {MCP_EXAMPLE} here: the demo runs without its MCP server[/]")
+        plugin = AgentRunPlugin(
+            settings, agents=agents, tools=[search_docs], mcp_servers=[mcp] if mcp else []
+        )
         client = Client(server.client.service_client, namespace=NAMESPACE, plugins=[plugin])
         async with Worker(client, task_queue=queue):
             runs = AgentRunClient(client, queue)
             # The database is the demo's own, so short fixed names cannot collide.
-            agent, prompt = ("planner", MODEL_TASK) if model else ("scripted", planner_script())
+            script = planner_script(with_mcp=mcp is not None)
+            agent, prompt = ("planner", MODEL_TASK) if model else ("scripted", script)
             tree = await _run_tree(console, runs, "demo", "planner", agent, prompt)
         console.print(_render(tree))
         # A model plans its own tree; only the scripted one has a known shape.

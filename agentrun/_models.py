@@ -216,6 +216,7 @@ EventKind = Literal[
     "text_delta",
     "message",
     "tool_call",
+    "tool_progress",
     "tool_result",
     "child_started",
     "child_finished",
@@ -280,6 +281,52 @@ class TurnResult(BaseModel):
     # The turn's last events, not sent to the stream yet: the workflow publishes them.
     events: list[AgentEvent] = Field(default_factory=list)
     steps: int = 0  # steps the turn took, all its attempts together
+    # How the workflow executes each of ``tool_calls``, as the turn's worker resolved
+    # them; a call without a route is a delegation tool (histories before tools).
+    routes: list[ToolRoute] = Field(default_factory=list)
+
+
+class ToolRoute(BaseModel):
+    """How the workflow executes one tool call.
+
+    ``delegation``: the workflow runs it (``agent_run``, ``agent_stop``,
+    ``agent_output``); ``activity``: the activity ``activity`` calls the tool;
+    ``result``: ``content`` is the result already (an unknown tool, say).
+    """
+
+    call_id: str
+    kind: Literal["delegation", "activity", "result"]
+    activity: str | None = None
+    tool: str = ""  # the name the activity calls (an MCP server's own name)
+    summary: str = ""
+    start_to_close: float = 300.0
+    heartbeat: float = 5.0
+    attempts: int = 4
+    task_queue: str | None = None
+    content: str | None = None
+
+
+class ToolCallInput(BaseModel):
+    """Input of a tool call's activity."""
+
+    run_id: str
+    owner_thread_id: str
+    agent_id: str
+    epoch: int = 1
+    call_id: str
+    tool: str
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class ToolOutcome(BaseModel):
+    """What a tool call's activity returns: the result for the model, or why not.
+
+    ``error`` is a problem the model can mend (arguments that do not validate, a tool
+    that asked for a retry); an exception is retried by Temporal instead.
+    """
+
+    content: str
+    error: str | None = None
 
 
 class TurnCheckpoint(BaseModel):
@@ -300,6 +347,17 @@ class TurnCheckpoint(BaseModel):
     ended: bool = False
     tool_calls: list[ToolCall] = Field(default_factory=list)
     error: str | None = None
+
+
+class ResumeChildRequest(BaseModel):
+    """Update input: resume one of this run's stopped children.
+
+    Here, with every model, not beside the workflow: the sandbox re-imports workflow
+    modules for each run, and building a pydantic model class there costs milliseconds.
+    """
+
+    run_id: str
+    prompt: str | None = None
 
 
 class AssistantOutput(BaseModel):

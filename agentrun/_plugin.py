@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pkgutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
@@ -24,13 +24,19 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from agentrun._agents import AgentRegistry, AgentSpec
 from agentrun._codec import EncryptionCodec, codec_from_settings
 from agentrun._constants import HEARTBEAT_THROTTLE
 from agentrun._observability import RunMetricsInterceptor
 from agentrun._payload_guard import PayloadGuard, PayloadLimit, PayloadTooLargeError
 from agentrun._settings import AgentRunSettings, load_settings
 from agentrun._storage import StorageSettings
+
+if TYPE_CHECKING:
+    # Imported where used: a client (the command line) never loads agents or tools.
+    from pydantic_ai import Tool
+
+    from agentrun._agents import AgentRegistry, AgentSpec
+    from agentrun._tools import AgentTool, MCPServer
 
 # Worker tuning for agentrun's task queue, applied where the worker kept the SDK's
 # default. A cancel reaches a turn only through a heartbeat, and the SDK's throttle
@@ -152,6 +158,8 @@ class AgentRunPlugin(SimplePlugin):
         agents: AgentRegistry | Iterable[AgentSpec] = (),
         agents_file: str | Path | None = None,
         payloads: PayloadSettings | None = None,
+        tools: Iterable[Callable[..., Any] | Tool[Any] | AgentTool] = (),
+        mcp_servers: Iterable[MCPServer] = (),
     ) -> None:
         """Build the plugin; with no arguments, from the environment and ``agents.toml``.
 
@@ -162,6 +170,10 @@ class AgentRunPlugin(SimplePlugin):
             agents_file: The registry file; default ``settings.agents``, else
                 ``agents.toml`` in the working directory when there is one.
             payloads: Storage and encryption; from ``settings`` when None.
+            tools: Tools agents may call: functions (their name, type hints and
+                docstring describe them), ``pydantic_ai.Tool``s, or ``as_tool(...)``
+                with activity options. Each call is an activity of its own.
+            mcp_servers: MCP servers whose tools agents may call.
 
         Raises:
             SettingsError: an ``AGENTRUN_*`` variable has a bad value.
@@ -171,6 +183,8 @@ class AgentRunPlugin(SimplePlugin):
         self.payloads = payloads or PayloadSettings.from_settings(self.settings)
         self._agents = agents
         self._agents_file = agents_file or self.settings.agents
+        self._tools = _as_tools(tools)
+        self._mcp_servers = list(mcp_servers)
         self._registry: AgentRegistry | None = None
         super().__init__(
             "agentrun",
@@ -191,7 +205,9 @@ class AgentRunPlugin(SimplePlugin):
             RegistryError: the registry file is bad; the message names file and key.
         """
         if self._registry is None:
-            self._registry = _registry(self._agents, self._agents_file)
+            self._registry = _registry(
+                self._agents, self._agents_file, self._tools, self._mcp_servers
+            )
         return self._registry
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
@@ -200,9 +216,19 @@ class AgentRunPlugin(SimplePlugin):
 
         config = super().configure_worker(config)
         turns = TurnActivities(self.registry(), self.settings.stream_batch_interval)
-        config["activities"] = [*config.get("activities", []), turns.run_turn, read_run]
+        ours: list[Callable[..., Any]] = [turns.run_turn, read_run, *turns.tool_activities()]
+        config["activities"] = [*config.get("activities", []), *ours]
         _tune(config, self.settings)
         return config
+
+
+def _as_tools(tools: Iterable[Callable[..., Any] | Tool[Any] | AgentTool]) -> list[AgentTool]:
+    listed = list(tools)
+    if not listed:
+        return []
+    from agentrun._tools import as_tool
+
+    return [as_tool(tool) for tool in listed]
 
 
 def _workflows(existing: Sequence[type] | None) -> Sequence[type]:
@@ -212,13 +238,20 @@ def _workflows(existing: Sequence[type] | None) -> Sequence[type]:
 
 
 def _registry(
-    agents: AgentRegistry | Iterable[AgentSpec], file: str | Path | None
+    agents: AgentRegistry | Iterable[AgentSpec],
+    file: str | Path | None,
+    tools: list[AgentTool],
+    mcp_servers: list[MCPServer],
 ) -> AgentRegistry:
-    from agentrun._agents._registry_file import load_registry
+    from agentrun._agents import AgentRegistry
+    from agentrun._agents._registry_file import RegistryError, load_registry
 
     if isinstance(agents, AgentRegistry):
-        return agents
-    return load_registry(file, extra=list(agents))
+        try:
+            return agents.with_tools(tools, mcp_servers)
+        except ValueError as err:
+            raise RegistryError(str(err)) from None
+    return load_registry(file, extra=list(agents), tools=tools, mcp_servers=mcp_servers)
 
 
 def _tune(config: WorkerConfig, settings: AgentRunSettings) -> None:

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from temporalio.client import Client
 from temporalio.worker import Worker
 
-from agentrun import AgentRunClient
+from agentrun import AgentRunClient, AgentRunPlugin
 from agentrun._demo import planner_script
-from agentrun._server import EmbeddedServer
+from agentrun._demo_tools import search_docs
+from agentrun._server import NAMESPACE, EmbeddedServer
 
 __all__ = [
     "CHROMIUM_ENV",
@@ -168,9 +170,12 @@ async def read_tree_pages(
     queue = f"webui-{uuid.uuid4().hex[:8]}"
     # The worker stays up while the pages load: the UI reads current details through
     # a query, which waits for a worker (about 30 s) when none polls.
-    async with Worker(server.client, task_queue=queue):
-        runs = AgentRunClient(server.client, queue)
-        await runs.start(owner, "scripted", planner_script(), run_id=ROOT_RUN)
+    # The demo's docs search, as the demo has it (its MCP server is left out here).
+    plugin = AgentRunPlugin(tools=[search_docs])
+    client = Client(server.client.service_client, namespace=NAMESPACE, plugins=[plugin])
+    async with Worker(client, task_queue=queue):
+        runs = AgentRunClient(client, queue)
+        await runs.start(owner, "scripted", planner_script(with_mcp=False), run_id=ROOT_RUN)
         await runs.wait(owner, ROOT_RUN, timeout=TREE_TIMEOUT)
         root = await _run_url(server, ROOT_RUN)
         child = await _run_url(server, f"{ROOT_RUN}.1")

@@ -21,10 +21,12 @@ from agentrun import (
     ScriptedAgent,
     Step,
     StepContext,
+    as_tool,
 )
 from agentrun._agents import default_registry
 from agentrun._plugin import PayloadSettings
 from agentrun._server import temporal_binary as server_temporal_binary
+from tests.tool_functions import add, shout
 
 
 def temporal_binary() -> str:
@@ -55,10 +57,12 @@ class TellingAgent(ScriptedAgent):
 
 
 def registry_for_tests() -> AgentRegistry:
-    """``scripted`` plus scripted agents with policies, for the delegation rules."""
+    """``scripted`` plus scripted agents with policies, for the delegation rules, and
+    two tools (``scripted`` may call every tool the worker has)."""
     scripted = ScriptedAgent()
     return AgentRegistry(
-        [
+        tools=[as_tool(add), as_tool(shout)],
+        specs=[
             *[spec for spec in (default_registry().get("scripted"),) if spec],
             AgentSpec(id="planner", runtime=scripted, allowed_agents=("helper", "scripted")),
             AgentSpec(id="helper", runtime=scripted),
@@ -66,7 +70,7 @@ def registry_for_tests() -> AgentRegistry:
             AgentSpec(id="loner", runtime=scripted, allowed_agents=()),
             AgentSpec(id="shallow", runtime=scripted, max_depth=1, allow_self=True),
             AgentSpec(id="teller", runtime=TellingAgent(), allowed_agents=("scripted",)),
-        ]
+        ],
     )
 
 

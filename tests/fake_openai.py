@@ -8,6 +8,8 @@ It answers by the requested model name, so one server serves several behaviours:
 - ``delegator``: calls ``agent_run`` on ``scripted`` until it has a tool result, then
   streams a summary of it.
 - ``wanderer``: first calls a tool it does not have, then streams slowly (for kills).
+- ``toolsmith``: calls ``add`` (with a bad argument) and ``shout`` at once, then
+  ``add`` again mended, then answers with both results.
 
 Every request is recorded (body and headers) so tests can count and inspect them.
 """
@@ -91,8 +93,23 @@ def _answer(
         return _stream(handler, model, tool_call=("call_w1", "web_search", {"q": "x"}))
     if model == "wanderer":
         return _stream(handler, model, text="found it after all", delay=fake.slow_seconds)
+    if model == "toolsmith":
+        return _toolsmith(handler, model, [m for m in messages if m.get("role") == "tool"])
     last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     return _stream(handler, model, text=f"You said: {last_user.get('content', '')}")
+
+
+def _toolsmith(handler: BaseHTTPRequestHandler, model: str, results: list[dict[str, Any]]) -> None:
+    if not results:
+        calls: list[tuple[str, str, dict[str, Any]]] = [
+            ("call_t1", "add", {"a": "two", "b": 3}),
+            ("call_t2", "shout", {"text": "hi"}),
+        ]
+        return _stream(handler, model, tool_calls=calls)
+    if len(results) == 2:
+        return _stream(handler, model, tool_calls=[("call_t3", "add", {"a": 2, "b": 3})])
+    text = f"The sum is {results[-1]['content']} and the shout is {results[1]['content']}"
+    return _stream(handler, model, text=text)
 
 
 def _error(handler: BaseHTTPRequestHandler, status: int, message: str, code: str) -> None:
@@ -111,6 +128,7 @@ def _stream(
     text: str = "",
     tool_call: tuple[str, str, dict[str, Any]] | None = None,
     delay: float = 0.0,
+    tool_calls: list[tuple[str, str, dict[str, Any]]] | None = None,
 ) -> None:
     handler.send_response(200)
     handler.send_header("content-type", "text/event-stream")
@@ -121,12 +139,12 @@ def _stream(
         _chunk(handler, model, {"role": "assistant", "content": piece}, None)
         if delay:
             time.sleep(delay / max(1, len(words)))
-    if tool_call is not None:
-        call_id, name, args = tool_call
-        call = {"index": 0, "id": call_id, "type": "function"}
+    calls = [tool_call] if tool_call is not None else tool_calls or []
+    for index, (call_id, name, args) in enumerate(calls):
+        call = {"index": index, "id": call_id, "type": "function"}
         call["function"] = {"name": name, "arguments": json.dumps(args)}
         _chunk(handler, model, {"role": "assistant", "tool_calls": [call]}, None)
-    _chunk(handler, model, {}, "tool_calls" if tool_call else "stop")
+    _chunk(handler, model, {}, "tool_calls" if calls else "stop")
     handler.wfile.write(b"data: [DONE]\n\n")
     handler.wfile.flush()
 

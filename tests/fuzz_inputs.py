@@ -169,6 +169,10 @@ def good_steps(depth: int) -> st.SearchStrategy[Drawn]:
         agent_run.map(lambda args: {"tool": "agent_run", "args": args})
         | st.tuples(st.sampled_from(TOOLS), by_ref).map(lambda p: {"tool": p[0], "args": p[1]})
         | st.sampled_from(TOOLS).map(lambda name: {"tool": name})
+        # A tool the worker does not have: an ``unknown_tool`` result, and the script goes on.
+        | st.text(alphabet=string.ascii_letters, min_size=1, max_size=10)
+        .filter(lambda name: name not in TOOLS)
+        .map(lambda name: {"tool": name, "args": {"x": 1}})
     )
     return st.one_of(
         st.text(max_size=12).map(lambda text: Drawn({"say": text}, says=text)),
@@ -208,7 +212,8 @@ def bad_steps() -> st.SearchStrategy[Drawn]:
         not_text.map(lambda v: {"say": v}),
         not_text.map(lambda v: {"fail": v}),
         bad_seconds.map(lambda v: {"sleep": v}),
-        st.text(max_size=10).filter(lambda t: t not in TOOLS).map(lambda t: {"tool": t}),
+        st.sampled_from(["", "x" * 201]).map(lambda name: {"tool": name}),
+        json_values(2).filter(lambda v: not isinstance(v, str)).map(lambda v: {"tool": v}),
         json_values(4)
         .filter(lambda v: not isinstance(v, dict))
         .map(lambda v: {"tool": "agent_run", "args": v}),

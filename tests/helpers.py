@@ -32,9 +32,9 @@ def run(agent_id: str, prompt: str | dict[str, Any], **extra: Any) -> dict[str, 
     return {"tool": "agent_run", "args": {"agent_id": agent_id, "prompt": prompt, **extra}}
 
 
-def tool(name: str, **args: Any) -> dict[str, Any]:
+def tool(tool_name: str, /, **args: Any) -> dict[str, Any]:
     """Any tool step."""
-    return {"tool": name, "args": args}
+    return {"tool": tool_name, "args": args}
 
 
 def child(*steps: dict[str, Any]) -> dict[str, Any]:

@@ -55,9 +55,9 @@ CASES: list[tuple[str, Any, str]] = [
         "heartbeat_timeout: Input should be greater than or equal to 1",
     ),
     (
-        "unknown tool",
-        {"owner_thread_id": "t", "agent_id": "scripted", "prompt": script({"tool": "rm"})},
-        "Invalid script: step 1: tool: Input should be 'agent_run', 'agent_stop' or 'agent_output'",
+        "a tool with no name",
+        {"owner_thread_id": "t", "agent_id": "scripted", "prompt": script({"tool": ""})},
+        "Invalid script: step 1: tool: String should have at least 1 character",
     ),
 ]
 

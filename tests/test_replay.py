@@ -1,11 +1,11 @@
 """Determinism: recorded histories replay on the current workflow code.
 
 ``tests/histories/*.json`` were recorded from representative runs (fan-out, stop,
-resume, failure, continue-as-new) of each version of the workflow that ran: the first
-set before any patch, the second with the patches ``child-settled-signal`` and
-``cancel-children-at-once``. A workflow change that would break running workflows fails
-here. After a deliberate, versioned change, record the new version's histories
-alongside the old ones (never instead of them):
+resume, failure, continue-as-new, tool calls) of each version of the workflow that ran:
+the first set before any patch, the next with the patches ``child-settled-signal`` and
+``cancel-children-at-once``, the latest with tool calls as activities. A workflow change
+that would break running workflows fails here. After a deliberate, versioned change,
+record the new version's histories alongside the old ones (never instead of them):
 ``AGENTRUN_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_replay.py``.
 """
 
@@ -63,7 +63,14 @@ async def record_representative_runs(runs: AgentRunClient, owner: str) -> dict[s
         ),
     )
     await runs.wait(owner, continued, timeout=30)
+    tooled = await runs.start(
+        owner,
+        "scripted",
+        script(tool("add", a=1, b=2), tool("add", a="x", b=1), tool("nope"), {"say": "added"}),
+    )
+    await runs.wait(owner, tooled, timeout=30)
     return {
+        "tool_calls": tooled,
         "continued_as_new": continued,
         "fan_out": fan_out,
         "fan_out_child": f"{fan_out}.2",

@@ -13,7 +13,6 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.contrib.workflow_streams import WorkflowStream, WorkflowStreamState
@@ -42,10 +41,13 @@ from agentrun._models import (
     AssistantOutput,
     EventKind,
     Message,
+    ResumeChildRequest,
     RunState,
     RunSummary,
     Status,
     ToolCall,
+    ToolCallInput,
+    ToolRoute,
     TurnInput,
     TurnResult,
     parse_run_input,
@@ -53,6 +55,7 @@ from agentrun._models import (
 from agentrun._payload_guard import PayloadTooLargeError
 from agentrun._webui import current_details
 from agentrun.workflows._children import Children, Parent
+from agentrun.workflows._tools import call_tool
 
 STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
 # A turn gets its thread in its input while that is small; beyond this the turn reads
@@ -61,13 +64,6 @@ INLINE_THREAD_BYTES = 16 * 1024
 # The newest events a continue-as-new carries: the rest of the input is the thread.
 CARRIED_STREAM_BYTES = 256 * 1024
 TURN_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
-
-
-class ResumeChildRequest(BaseModel):
-    """Update input: resume one of this run's stopped children."""
-
-    run_id: str
-    prompt: str | None = None
 
 
 class _AgentFailed(Exception):
@@ -155,7 +151,7 @@ class AgentRunWorkflow:
                 raise _AgentFailed(result.error)
             if not result.tool_calls:
                 return
-            await self._execute_tools(result.tool_calls)
+            await self._execute_tools(result.tool_calls, result.routes)
 
     def _should_continue_as_new(self) -> bool:
         # Children belong to this execution (its close policy would cancel them), so a
@@ -227,15 +223,34 @@ class AgentRunWorkflow:
             message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
             raise _AgentFailed(message) from err
 
-    async def _execute_tools(self, calls: list[ToolCall]) -> None:
+    async def _execute_tools(self, calls: list[ToolCall], routes: list[ToolRoute]) -> None:
+        """Every call of the turn at once; their results join the thread in call order."""
         thread = list(self._thread)
-        results = await asyncio.gather(*(self._children.execute(c, thread) for c in calls))
-        for call, result in zip(calls, results, strict=True):
-            message = Message(
-                role="tool", tool_call_id=call.id, name=call.name, content=json.dumps(result)
-            )
+        by_call = {route.call_id: route for route in routes}
+        contents = await asyncio.gather(
+            *(self._execute(call, by_call.get(call.id), thread) for call in calls)
+        )
+        for call, content in zip(calls, contents, strict=True):
+            message = Message(role="tool", tool_call_id=call.id, name=call.name, content=content)
             self._thread.append(message)
             self._publish("tool_result", message=message)
+
+    async def _execute(self, call: ToolCall, route: ToolRoute | None, thread: list[Message]) -> str:
+        # No route: a delegation tool of a turn recorded before tools had routes.
+        if route is None or route.kind == "delegation":
+            return json.dumps(await self._children.execute(call, thread))
+        if route.kind == "result":
+            return route.content or ""
+        tool_input = ToolCallInput(
+            run_id=self._run_id,
+            owner_thread_id=self._input.owner_thread_id,
+            agent_id=self._input.agent_id,
+            epoch=self._input.epoch,
+            call_id=call.id,
+            tool=route.tool,
+            args=call.args,
+        )
+        return await call_tool(route, tool_input)
 
     async def _close_stopped(self) -> None:
         self._set_status("stopped")
@@ -396,4 +411,4 @@ def _describe(event: AgentEvent) -> str:
     return event.kind if event.text is None else f"{event.kind}: {event.text[:80]}"
 
 
-__all__ = ["AgentRunWorkflow", "ResumeChildRequest"]
+__all__ = ["AgentRunWorkflow"]

@@ -23,12 +23,14 @@ def default_registry() -> AgentRegistry:
     """The registry every worker has: the built-in ``scripted`` agent.
 
     ``scripted`` may delegate to itself: its scripts are finite, and the depth
-    limit still bounds a tree of them.
+    limit still bounds a tree of them. It may call every tool the worker has.
     """
     scripted = AgentSpec(
         id="scripted",
         runtime=ScriptedAgent(),
         description="deterministic agent that follows a JSON script",
         allow_self=True,
+        tools=None,
+        mcp_servers=None,
     )
     return AgentRegistry([scripted])

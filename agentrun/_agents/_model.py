@@ -1,10 +1,10 @@
 """Model-driven agents on pydantic-ai: one model response per step.
 
-Each step streams one model response (text deltas go out as they arrive). A response
-that calls delegation tools ends the turn: the workflow executes them. A response that
-calls any other tool gets an ``unknown_tool`` result here and the model is asked again
-in the same turn; each of those responses is checkpointed, so a retried turn never
-repeats a model call that had already answered.
+Each step streams one model response (text deltas go out as they arrive) and is
+checkpointed, so a retried turn never repeats a model call that had answered. A
+response that calls tools ends the turn: the workflow executes the calls (delegation
+itself, every other tool as an activity of its own) and the next turn gives the model
+their results. The model is offered exactly the tools of its agent (``ctx.tools``).
 
 Transient provider errors (rate limits, overload, server errors, lost connections)
 raise, and Temporal retries the turn from its last checkpoint with backoff; permanent
@@ -13,8 +13,6 @@ ones (credentials, unknown model, context too long, rejected request) end the ru
 """
 
 from __future__ import annotations
-
-import json
 
 from pydantic_ai.direct import model_request, model_request_stream
 from pydantic_ai.exceptions import (
@@ -39,46 +37,6 @@ from pydantic_ai.tools import ToolDefinition
 
 from agentrun._agents._messages import from_model_response, to_model_messages
 from agentrun._agents._runtime import RetryableStepError, Step, StepContext
-from agentrun._models import Message
-
-DELEGATION_TOOLS: list[ToolDefinition] = [
-    ToolDefinition(
-        name="agent_run",
-        description="Run or resume a registry agent; can run in background",
-        parameters_json_schema={
-            "type": "object",
-            "properties": {
-                "agent_id": {"type": "string", "description": "agent to run (new run)"},
-                "prompt": {"type": "string", "description": "what to ask it"},
-                "run_id": {
-                    "type": "string",
-                    "description": "a run you started: check or resume it",
-                },
-                "fork_context": {"type": "boolean", "description": "give it your conversation"},
-                "background": {"type": "boolean", "description": "return at once, running"},
-            },
-        },
-    ),
-    ToolDefinition(
-        name="agent_stop",
-        description="Stop a background agent run by run_id",
-        parameters_json_schema={
-            "type": "object",
-            "properties": {"run_id": {"type": "string"}},
-            "required": ["run_id"],
-        },
-    ),
-    ToolDefinition(
-        name="agent_output",
-        description="Retrieve the latest output from a sub-agent run",
-        parameters_json_schema={
-            "type": "object",
-            "properties": {"run_id": {"type": "string"}},
-            "required": ["run_id"],
-        },
-    ),
-]
-DELEGATION_TOOL_NAMES = frozenset(tool.name for tool in DELEGATION_TOOLS)
 
 
 class ModelAgent:
@@ -102,12 +60,11 @@ class ModelAgent:
         self.settings = settings
 
     async def step(self, ctx: StepContext) -> Step:
-        """One model response on the thread."""
+        """One model response on the thread; a response that calls tools ends the turn."""
         system = "\n\n".join(part for part in (self.instructions, ctx.instructions) if part)
-        tools = DELEGATION_TOOLS if ctx.instructions else []
         messages = to_model_messages(ctx.thread, system)
         try:
-            response = await self._respond(messages, tools, ctx)
+            response = await self._respond(messages, ctx.tools, ctx)
         except (ModelRequestRejectedError, ModelQuotaExceededError, UserError) as err:
             return Step(state=ctx.state, error=_provider_message(err))
         except ModelAPIError as err:
@@ -117,17 +74,14 @@ class ModelAgent:
             # Anything else will not get better by retrying: the run fails, saying why.
             return Step(state=ctx.state, error=f"{type(err).__name__}: {err}")
         reply = from_model_response(response)
-        delegated = [call for call in reply.tool_calls if call.name in DELEGATION_TOOL_NAMES]
-        if delegated or not reply.tool_calls:
-            return Step(
-                messages=[reply],
-                state=ctx.state,
-                tool_calls=reply.tool_calls,
-                finished=not delegated,
-            )
-        # Only tools this agent does not have: tell the model, and ask it again.
-        refusals = [_unknown_tool(call.id, call.name) for call in reply.tool_calls]
-        return Step(messages=[reply, *refusals], state=ctx.state)
+        # The workflow executes the calls (each tool an activity) and the next turn
+        # gives the model their results.
+        return Step(
+            messages=[reply],
+            state=ctx.state,
+            tool_calls=reply.tool_calls,
+            finished=not reply.tool_calls,
+        )
 
     async def _respond(
         self, messages: list[ModelMessage], tools: list[ToolDefinition], ctx: StepContext
@@ -160,14 +114,6 @@ def _streamed_text(event: ModelResponseStreamEvent) -> str:
 def _streams(model: Model) -> bool:
     """Whether the model can stream (a FunctionModel needs a stream function for it)."""
     return not (isinstance(model, FunctionModel) and model.stream_function is None)
-
-
-def _unknown_tool(call_id: str, name: str) -> Message:
-    available = ", ".join(sorted(DELEGATION_TOOL_NAMES))
-    error = {"code": "unknown_tool", "message": f"Unknown tool: {name}; available: {available}"}
-    return Message(
-        role="tool", tool_call_id=call_id, name=name, content=json.dumps({"error": error})
-    )
 
 
 def _provider_message(err: Exception) -> str:

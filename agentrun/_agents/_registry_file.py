@@ -32,7 +32,14 @@ from pydantic_ai.models import Model, infer_model
 
 from agentrun._agents._model import ModelAgent
 from agentrun._agents._registry import AgentRegistry, AgentSpec
+from agentrun._agents._tool_entries import (
+    MCPServerEntry,
+    ToolTable,
+    build_servers,
+    build_tools,
+)
 from agentrun._constants import MAX_DEPTH
+from agentrun._tools import AgentTool, MCPServer
 
 REGISTRY_ENV = "AGENTRUN_AGENTS"
 DEFAULT_REGISTRY_FILE = "agents.toml"
@@ -55,6 +62,9 @@ class AgentEntry(BaseModel):
     max_depth: int = Field(default=MAX_DEPTH, ge=0, le=32)
     base_url: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
+    tools: list[str] = Field(default_factory=list)
+    mcp_servers: list[str] = Field(default_factory=list)
+    excluded_tools: list[str] = Field(default_factory=list)
 
 
 class RegistryFile(BaseModel):
@@ -63,12 +73,16 @@ class RegistryFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agents: dict[str, AgentEntry] = Field(default_factory=dict)
+    tools: ToolTable = Field(default_factory=dict)
+    mcp_servers: dict[str, MCPServerEntry] = Field(default_factory=dict)
 
 
 def load_registry(
     path: str | Path | None = None,
     builtins: AgentRegistry | None = None,
     extra: Sequence[AgentSpec] = (),
+    tools: Sequence[AgentTool] = (),
+    mcp_servers: Sequence[MCPServer] = (),
 ) -> AgentRegistry:
     """The built-in agents, the registry file's and ``extra`` ones, checked.
 
@@ -77,6 +91,8 @@ def load_registry(
             directory, which may be absent (then only the built-in and extra agents).
         builtins: The built-in agents (default: ``scripted``).
         extra: Agents defined in code.
+        tools: Tools defined in code, beside the file's ``[tools]``.
+        mcp_servers: MCP servers defined in code, beside the file's ``[mcp_servers]``.
 
     Raises:
         RegistryError: naming the file and the line or key that is wrong.
@@ -89,20 +105,38 @@ def load_registry(
     if not file.exists():
         if path:
             raise RegistryError(f"{file}: agent registry file not found ({REGISTRY_ENV})")
-        return _combined(builtin_specs, extra)
-    entries = _read(file).agents
+        return _combined(builtin_specs, extra, tools, mcp_servers)
+    document = _read(file)
+    entries = document.agents
     specs = [_spec(file, agent_id, entry, base) for agent_id, entry in entries.items()]
     known = set(base.ids()) | set(entries) | {spec.id for spec in extra}
     for agent_id, entry in entries.items():
         _check_references(file, agent_id, entry, known)
-    return _combined([*builtin_specs, *specs], extra)
-
-
-def _combined(specs: Sequence[AgentSpec], extra: Sequence[AgentSpec]) -> AgentRegistry:
     try:
-        return AgentRegistry([*specs, *extra])
+        file_tools = build_tools(document.tools)
+        file_servers = build_servers(document.mcp_servers)
     except ValueError as err:
-        raise RegistryError(str(err)) from None
+        raise RegistryError(f"{file}: {err}") from None
+    return _combined(
+        [*builtin_specs, *specs],
+        extra,
+        [*file_tools, *tools],
+        [*file_servers, *mcp_servers],
+        file,
+    )
+
+
+def _combined(
+    specs: Sequence[AgentSpec],
+    extra: Sequence[AgentSpec],
+    tools: Sequence[AgentTool],
+    mcp_servers: Sequence[MCPServer],
+    file: Path | None = None,
+) -> AgentRegistry:
+    try:
+        return AgentRegistry([*specs, *extra], tools, mcp_servers)
+    except ValueError as err:
+        raise RegistryError(f"{file}: {err}" if file else str(err)) from None
 
 
 def _read(file: Path) -> RegistryFile:
@@ -135,6 +169,9 @@ def _spec(file: Path, agent_id: str, entry: AgentEntry, base: AgentRegistry) -> 
         allowed_agents=tuple(entry.allowed_agents) if entry.allowed_agents is not None else None,
         excluded_agents=tuple(entry.excluded_agents),
         max_depth=entry.max_depth,
+        tools=tuple(entry.tools),
+        mcp_servers=tuple(entry.mcp_servers),
+        excluded_tools=tuple(entry.excluded_tools),
     )
 
 

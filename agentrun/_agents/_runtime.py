@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydantic import JsonValue
+from pydantic_ai.tools import ToolDefinition
 
 from agentrun._models import Message, ToolCall
 
@@ -24,6 +25,8 @@ class StepContext:
         state: The agent's own checkpointed state (JSON), as the last step left it.
         instructions: What the agent is told about delegation (agents, reminder).
         emit_text: Streams a piece of assistant text as it is produced.
+        tools: The tools the agent may call (its own, its MCP servers', and the
+            delegation tools when it may delegate), as a model is offered them.
     """
 
     run_id: str
@@ -34,6 +37,7 @@ class StepContext:
     state: dict[str, JsonValue]
     instructions: str
     emit_text: Callable[[str], None]
+    tools: list[ToolDefinition] = field(default_factory=list)
 
 
 @dataclass

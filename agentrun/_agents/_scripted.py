@@ -12,14 +12,12 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from agentrun._agents._runtime import Step, StepContext
 from agentrun._models import Message, ToolCall, describe_errors, encodable
 
-DELEGATION_TOOLS = ("agent_run", "agent_stop", "agent_output")
 SLEEP_SLICE = 0.25
 MAX_SLEEP = 7 * 24 * 3600.0
 _RUN_REF = re.compile(r"^\$(\d+)$")
@@ -38,7 +36,7 @@ class SleepStep(_Strict):
 
 
 class ToolStep(_Strict):
-    tool: Literal["agent_run", "agent_stop", "agent_output"]
+    tool: str = Field(min_length=1, max_length=200)
     args: dict[str, JsonValue] = Field(default_factory=dict)
 
 

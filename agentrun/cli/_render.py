@@ -123,16 +123,19 @@ def event_detail(event: AgentEvent) -> str | None:
 
 
 def _tool_result_detail(content: str) -> str:
-    """A tool result as ``run_id status: text``, or ``[code] message`` for an error."""
+    """A tool result: ``[code] message`` for an error, ``run_id status: text`` for a
+    delegation, the result itself (on one line) for any other tool."""
     try:
         result = json.loads(content)
     except ValueError:
-        return content
+        return " ".join(content.split())
     if not isinstance(result, dict):
         return content
     error = result.get("error")
     if isinstance(error, dict):
         return f"[{error.get('code')}] {error.get('message')}"
+    if "run_id" not in result or "status" not in result:
+        return dumps(result)
     text = result.get("output", result.get("assistant"))
     head = f"{result.get('run_id')} {result.get('status')}"
     return f"{head}: {text}" if text else head
