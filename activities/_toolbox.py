@@ -37,34 +37,27 @@ class Toolbox:
         """How the workflow executes ``call``."""
         if call.name in self.delegation:
             return ToolRoute(call_id=call.id, kind="delegation")
-        summary = _summary(self.agent_id, call)
         tool = self.functions.get(call.name)
         if tool is not None:
-            return ToolRoute(
-                call_id=call.id,
-                kind="activity",
-                activity=tool.activity,
-                tool=tool.name,
-                summary=summary,
-                start_to_close=tool.timeout.total_seconds(),
-                heartbeat=tool.heartbeat_timeout.total_seconds(),
-                attempts=tool.retries + 1,
-                task_queue=tool.task_queue,
-            )
+            return self._activity(call, tool, tool.name)
         server = self.mcp.get(call.name)
         if server is not None:
-            return ToolRoute(
-                call_id=call.id,
-                kind="activity",
-                activity=server.activity,
-                tool=server.server_name(call.name),
-                summary=summary,
-                start_to_close=server.timeout.total_seconds(),
-                heartbeat=server.heartbeat_timeout.total_seconds(),
-                attempts=server.retries + 1,
-                task_queue=server.task_queue,
-            )
+            return self._activity(call, server, server.server_name(call.name))
         return ToolRoute(call_id=call.id, kind="result", content=self.unknown(call.name))
+
+    def _activity(self, call: ToolCall, options: AgentTool | MCPServer, name: str) -> ToolRoute:
+        """A call whose activity calls ``name``, with the tool's (or server's) options."""
+        return ToolRoute(
+            call_id=call.id,
+            kind="activity",
+            activity=options.activity,
+            tool=name,
+            summary=_summary(self.agent_id, call),
+            start_to_close=options.timeout.total_seconds(),
+            heartbeat=options.heartbeat_timeout.total_seconds(),
+            attempts=options.retries + 1,
+            task_queue=options.task_queue,
+        )
 
     def unknown(self, name: str) -> str:
         """The result of a call to a tool this agent does not have."""

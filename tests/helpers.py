@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -40,6 +41,17 @@ def tool(tool_name: str, /, **args: Any) -> dict[str, Any]:
 def child(*steps: dict[str, Any]) -> dict[str, Any]:
     """A nested script, as a child's prompt."""
     return {"steps": list(steps)}
+
+
+def tool_returns(messages: list[ModelMessage]) -> list[str]:
+    """What a FunctionModel was given back by its tool calls so far, in order."""
+    return [
+        str(part.content)
+        for message in messages
+        if isinstance(message, ModelRequest)
+        for part in message.parts
+        if isinstance(part, ToolReturnPart)
+    ]
 
 
 def tool_results(thread: list[Message] | None) -> list[dict[str, Any]]:

@@ -15,11 +15,9 @@ from typing import Any
 import pytest
 from pydantic_ai.messages import (
     ModelMessage,
-    ModelRequest,
     ModelResponse,
     TextPart,
     ToolCallPart,
-    ToolReturnPart,
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from temporalio.api.enums.v1 import EventType
@@ -28,18 +26,22 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentrun import (
+    AgentEvent,
     AgentRegistry,
     AgentRunClient,
     AgentRunPlugin,
     AgentSpec,
     MCPServer,
+    Message,
     ModelAgent,
+    ToolCall,
     as_tool,
 )
 from agentrun._server import free_ports
+from agentrun.cli._render import event_detail
 from tests.conftest import server_address
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import ROOT, eventually, history_events, script, tool, tool_results
+from tests.helpers import ROOT, eventually, history_events, script, tool, tool_results, tool_returns
 from tests.tool_functions import add, shout, where
 
 MCP_SERVER = ROOT / "examples" / "mcp_docs.py"
@@ -213,22 +215,12 @@ async def _lines(path: Path) -> list[str]:
 # --- model-driven agents ------------------------------------------------------------------
 
 
-def _returns(messages: list[ModelMessage]) -> list[str]:
-    return [
-        str(part.content)
-        for message in messages
-        if isinstance(message, ModelRequest)
-        for part in message.parts
-        if isinstance(part, ToolReturnPart)
-    ]
-
-
 def researcher_model(offered: list[list[str]]) -> FunctionModel:
     """Calls add (badly) and shout at once, mends add, then answers with the results."""
 
     def decide(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         offered.append(sorted(tool.name for tool in info.function_tools))
-        returns = _returns(messages)
+        returns = tool_returns(messages)
         if not returns:
             return ModelResponse(
                 parts=[
@@ -448,3 +440,20 @@ def test_tool_names_come_from_the_functions_and_options_are_checked():
     assert as_tool(add).definition.parameters_json_schema["required"] == ["a", "b"]
     with pytest.raises(ValueError, match="retries=-1: expected 0 to 100"):
         as_tool(add, retries=-1)
+
+
+def test_watch_shows_tool_calls_progress_and_results_readably():
+    def event(kind: str, **fields: Any) -> AgentEvent:
+        return AgentEvent(run_id="r", epoch=1, kind=kind, **fields)
+
+    def result(content: str) -> AgentEvent:
+        return event("tool_result", message=Message(role="tool", content=content, name="t"))
+
+    call = ToolCall(id="c1", name="add", args={"a": 2, "b": 3})
+    assert event_detail(event("tool_call", tool_call=call)) == 'add {"a": 2, "b": 3}'
+    assert event_detail(event("tool_progress", text="slow: sleeping 2s")) == "slow: sleeping 2s"
+    assert event_detail(result("5")) == "5"
+    assert event_detail(result('{"pid": 42}')) == '{"pid": 42}'
+    assert event_detail(result("two\nlines")) == "two lines"
+    failed = '{"error": {"code": "tool_failed", "message": "boom failed after 2 attempts"}}'
+    assert event_detail(result(failed)) == "[tool_failed] boom failed after 2 attempts"

@@ -14,7 +14,6 @@ from pydantic_ai.messages import (
     SystemPromptPart,
     TextPart,
     ToolCallPart,
-    ToolReturnPart,
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from temporalio.client import Client, WorkflowFailureError
@@ -25,19 +24,9 @@ from agentrun import AgentRegistry, AgentRunClient, AgentSpec, ModelAgent, Scrip
 from agentrun._agents._registry_file import build_model
 from tests.conftest import agentrun_client
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import script, tool_results
+from tests.helpers import script, tool_results, tool_returns
 
 SECRET = "sk-test-SECRET-4242"
-
-
-def _returns(messages: list[ModelMessage]) -> list[str]:
-    return [
-        str(part.content)
-        for message in messages
-        if isinstance(message, ModelRequest)
-        for part in message.parts
-        if isinstance(part, ToolReturnPart)
-    ]
 
 
 def _call(name: str, **args: Any) -> ModelResponse:
@@ -50,7 +39,7 @@ def planner_model(seen: list[str]) -> FunctionModel:
     def decide(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         system = messages[0].parts[0] if isinstance(messages[0], ModelRequest) else None
         seen.append(system.content if isinstance(system, SystemPromptPart) else "")
-        returns = _returns(messages)
+        returns = tool_returns(messages)
         background = json.loads(returns[1])["run_id"] if len(returns) > 1 else ""
         steps = [
             lambda: _call("agent_run", agent_id="writer", prompt="draft a title"),
