@@ -59,7 +59,10 @@ def _passthrough_modules() -> tuple[str, ...]:
     Every module of agentrun but the workflows themselves: the models and pure
     delegation rules the workflow uses are deterministic, and re-importing pydantic
     models per run is slow; the workflow code is re-imported, so the sandbox checks it.
-    pydantic and pydantic_core are heavy, and side-effect free at import.
+    pydantic and pydantic_core are heavy, and side-effect free at import. beartype:
+    once an MCP client is imported (its dependency ``py-key-value-aio`` installs
+    ``beartype.claw``'s import hook), every module the sandbox imports is loaded through
+    that hook, which imports beartype's ~370 modules into each run's sandbox.
     """
     import agentrun
 
@@ -68,7 +71,7 @@ def _passthrough_modules() -> tuple[str, ...]:
         for module in pkgutil.iter_modules(agentrun.__path__)
         if module.name != "workflows"
     ]
-    return (*own, "pydantic", "pydantic_core", "annotated_types")
+    return (*own, "pydantic", "pydantic_core", "annotated_types", "beartype")
 
 
 @dataclasses.dataclass(frozen=True)
