@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 from agentrun._constants import TURN_HEARTBEAT_TIMEOUT, TURN_START_TO_CLOSE
+from agentrun._storage_guard import unreadable_reason
 
 Role = Literal["user", "assistant", "system", "tool"]
 Status = Literal["running", "completed", "failed", "stopped"]
@@ -179,6 +180,9 @@ def parse_run_input(raw: Any) -> AgentRunInput:
     Raises:
         ValueError: with one line naming each bad field and what was expected.
     """
+    unreadable = unreadable_reason(raw)
+    if unreadable is not None:
+        raise ValueError(f"AgentRun input is a stored payload that cannot be read: {unreadable}")
     if not isinstance(raw, dict):
         raise ValueError(f"AgentRun input must be a JSON object, got {type(raw).__name__}")
     try:

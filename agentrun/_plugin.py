@@ -30,6 +30,7 @@ from agentrun._observability import RunMetricsInterceptor
 from agentrun._payload_guard import PayloadGuard, PayloadLimit, PayloadTooLargeError
 from agentrun._settings import AgentRunSettings, load_settings
 from agentrun._storage import StorageSettings
+from agentrun._storage_guard import tolerant_storage
 
 if TYPE_CHECKING:
     # Imported where used: a client (the command line) never loads agents or tools.
@@ -113,6 +114,7 @@ def _data_converter(existing: DataConverter | None, settings: PayloadSettings) -
     storage = settings.storage.external_storage()
     if storage is None and existing is not None:
         storage = existing.external_storage
+    storage = tolerant_storage(storage)  # a crafted reference never wedges a task
     # The SDK encodes before it stores, so the blobs in external storage are
     # encrypted as well. With a codec, failure messages (which can quote a prompt)
     # are encoded too instead of staying readable in the history.

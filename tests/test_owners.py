@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agentrun import AgentRunClient, DelegationError
-from tests.helpers import eventually, script
+from tests.helpers import eventually, run, script, tool_results
 
 LONG = {"sleep": 60}
 
@@ -58,3 +60,25 @@ async def test_running_or_stopped_excludes_completed_and_failed_sorted_by_run_id
         (ids["d-running"], "running"),
     ]
     await runs.stop_tree(owner, ids["d-running"])
+
+
+@pytest.mark.parametrize("state", ["running", "closed"])
+async def test_a_run_id_another_owner_took_never_blocks_or_reveals_a_delegation(
+    runs: AgentRunClient, owner: str, state: str
+):
+    # Child ids are predictable (<parent>.<n>): the intruder takes the first one.
+    root = f"{owner}-root"
+    intruder = f"{owner}-intruder"
+    prompt = script({"say": "mine"}, {"sleep": 60}) if state == "running" else "mine"
+    squatted = await runs.start(intruder, "scripted", prompt, run_id=f"{root}.1")
+    before = await eventually(lambda: runs.summary(intruder, squatted), lambda s: s and s.assistant)
+    await runs.start(owner, "scripted", script(run("scripted", "child says hi")), run_id=root)
+    final = await runs.wait(owner, root, timeout=60)
+    assert final.status == "completed"
+    (result,) = tool_results(await runs.thread(owner, root))
+    assert result["status"] == "completed" and result["assistant"] == "child says hi"
+    assert result["run_id"].startswith(f"{root}.1-") and intruder not in json.dumps(result)
+    assert await runs.summary(owner, squatted) is None  # the intruder's run stays its own
+    assert await runs.summary(intruder, squatted) == before
+    if state == "running":
+        await runs.stop_tree(intruder, squatted)

@@ -53,6 +53,8 @@ from agentrun._webui import static_details, static_summary
 STOP_SETTLE_TIMEOUT = timedelta(seconds=30)
 # How long a resume waits for a child stopped from outside to be seen closed.
 SETTLE_TIMEOUT = timedelta(seconds=10)
+# Ids a new child tries: its number, then that with a random suffix (docs/reliability.md).
+CHILD_ID_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,20 @@ class Children:
             parent_run_id=self._parent.run_id,
             depth=self._parent.depth + 1,
         )
-        run_id = f"{self._parent.run_id}.{len(self.table) + 1}"
-        await self._start(run_id, child)
+        run_id = await self._start_new(child)
         return await self._settled_if_foreground(run_id, args.background)
+
+    async def _start_new(self, child: AgentRunInput) -> str:
+        """Start a new child as ``<parent>.<n>``, or ``<parent>.<n>-<random>`` when that
+        id is taken: workflow ids are namespace-wide, and another owner may have started
+        a run with the id this child would have had. Its agent never learns of it."""
+        number = f"{self._parent.run_id}.{len(self.table) + 1}"
+        for attempt in range(CHILD_ID_ATTEMPTS):
+            run_id = number if attempt == 0 else f"{number}-{workflow.uuid4().hex[:8]}"
+            with contextlib.suppress(WorkflowAlreadyStartedError):
+                await self._start(run_id, child, WorkflowIDReusePolicy.REJECT_DUPLICATE)
+                return run_id
+        raise DelegationError(f"Cannot start '{child.agent_id}': no free run_id under {number}")
 
     def _check_allowed(self, agent_id: str) -> None:
         if agent_id not in self.policy.visible_agents:
@@ -226,7 +239,19 @@ class Children:
             "output": output,
         }
 
-    async def _start(self, run_id: str, child: AgentRunInput) -> None:
+    async def _start(
+        self,
+        run_id: str,
+        child: AgentRunInput,
+        reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    ) -> None:
+        """Start ``run_id``: a new child (``reuse`` rejects any run with its id) or a
+        resumed one (its closed execution is reused).
+
+        Raises:
+            WorkflowAlreadyStartedError: a new child's id is taken.
+            DelegationError: a resumed child is already running.
+        """
         try:
             handle = await workflow.start_child_workflow(
                 WORKFLOW_TYPE,
@@ -236,11 +261,13 @@ class Children:
                 result_type=RunSummary,
                 search_attributes=start_search_attributes(child),
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_reuse_policy=reuse,
                 static_summary=static_summary(child),
                 static_details=static_details(child, run_id),
             )
         except WorkflowAlreadyStartedError:
+            if reuse == WorkflowIDReusePolicy.REJECT_DUPLICATE:
+                raise
             raise DelegationError(f"Run '{run_id}' is already running") from None
         self.table[run_id] = RunSummary(
             run_id=run_id,

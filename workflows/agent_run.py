@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.contrib.workflow_streams import WorkflowStream, WorkflowStreamState
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.workflow import ActivityCancellationType
@@ -55,6 +55,7 @@ from agentrun._models import (
 from agentrun._payload_guard import PayloadTooLargeError
 from agentrun._webui import current_details
 from agentrun.workflows._children import Children, Parent
+from agentrun.workflows._stream_guard import guard_stream_publish
 from agentrun.workflows._tools import call_tool
 
 STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
@@ -91,6 +92,7 @@ class AgentRunWorkflow:
         self._run_id = info.workflow_id
         self._parent_run_id = info.parent.workflow_id if info.parent else self._input.parent_run_id
         self._stream = WorkflowStream(prior_state=self._input.stream_state)
+        guard_stream_publish(self._run_id)
         self._events = self._stream.topic(EVENTS_TOPIC, type=AgentEvent)
         self._thread: list[Message] = self._input.initial_thread()
         self._agent_state = dict(self._input.agent_state)
@@ -205,23 +207,29 @@ class AgentRunWorkflow:
             stream_offset=self._stream_offset(),
         )
         try:
-            result: TurnResult = await workflow.execute_activity(
+            # Decoded here, not by the SDK: a result this code cannot read (nested past
+            # the JSON parser's limit, say) then fails the run saying so.
+            raw = await workflow.execute_activity(
                 TURN_ACTIVITY,
                 turn,
-                result_type=TurnResult,
+                result_type=RawValue,
                 start_to_close_timeout=timedelta(seconds=self._input.turn_timeout),
                 heartbeat_timeout=timedelta(seconds=self._input.heartbeat_timeout),
                 retry_policy=TURN_RETRY,
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{self._input.agent_id} turn {self._turn}",
             )
-            return result
         except ActivityError as err:
             if self._stop_requested():
                 raise asyncio.CancelledError from err
             cause = err.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
             raise _AgentFailed(message) from err
+        try:
+            result: TurnResult = workflow.payload_converter().from_payload(raw.payload, TurnResult)
+            return result
+        except ValueError as err:
+            raise _AgentFailed(_unreadable(err)) from None
 
     async def _execute_tools(self, calls: list[ToolCall], routes: list[ToolRoute]) -> None:
         """Every call of the turn at once; their results join the thread in call order."""
@@ -400,6 +408,12 @@ def _fits(messages: list[Message], limit: int) -> bool:
         if size > limit:
             return False
     return True
+
+
+def _unreadable(err: ValueError) -> str:
+    """The failure message for a turn result the run cannot read, in a few lines."""
+    first = str(err).strip().splitlines()[:3]
+    return "The run could not read its turn's result: " + " ".join(first)[:500]
 
 
 def _describe(event: AgentEvent) -> str:
