@@ -3,19 +3,22 @@
 ``agentrun server``, ``agentrun demo`` and the tests start it the same way: a SQLite
 file so runs survive a restart, free ports unless told otherwise, and agentrun's
 search attributes registered (docs/contract.md), so any Temporal client can list runs.
+One server per database (``<db>.lock``), and on Linux the server process dies with
+ours, however we die (docs/deploy.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -26,9 +29,17 @@ from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKe
 from temporalio.service import RPCError
 
 from agentrun._constants import SEARCH_ATTRIBUTES
+from agentrun._database_lock import DatabaseLock
 from agentrun._plugin import AgentRunPlugin
 
-__all__ = ["DEFAULT_DB", "EmbeddedServer", "ServerError", "free_ports", "temporal_binary"]
+__all__ = [
+    "DEFAULT_DB",
+    "DatabaseInUseError",
+    "EmbeddedServer",
+    "ServerError",
+    "free_ports",
+    "temporal_binary",
+]
 
 DEFAULT_DB = Path(".temporal") / "agentrun.db"
 HOST = "127.0.0.1"
@@ -36,6 +47,10 @@ NAMESPACE = "default"
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 LOG_TAIL_LINES = 20
+# How long a new server waits for a lock whose server is already dead: its Temporal
+# child is being killed with it (see _dies_with_us) and lets go within moments.
+DEAD_HOLDER_GRACE = 5.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 # WAL lets readers (visibility queries) run beside the writer, and ``normal`` sync is
 # durable against a process crash, which is what a dev server needs; the dev server
@@ -55,6 +70,10 @@ _CLI_TYPE_NAMES = {
 
 class ServerError(RuntimeError):
     """The dev server cannot be found, started or reached; the message says why."""
+
+
+class DatabaseInUseError(ServerError):
+    """Another server holds the database's lock; the message names its process."""
 
 
 def temporal_binary() -> Path:
@@ -128,6 +147,7 @@ class EmbeddedServer:
         self._process: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
         self._client: Client | None = None
+        self._lock: DatabaseLock | None = None
 
     @property
     def address(self) -> str:
@@ -163,28 +183,18 @@ class EmbeddedServer:
         ]
 
     async def start(self) -> None:
-        """Start the server and wait until it answers with the search attributes.
+        """Lock the database, start the server and wait until it answers.
 
         Raises:
+            DatabaseInUseError: another server holds the database (``<db>.lock``).
             ServerError: the binary is missing, or the server exited or did not
                 answer in time (the message ends with the tail of its log).
         """
         command = self.command()
-        # Checked first: with a busy port the server exits at once, and another server
-        # there would answer the readiness check in its place.
-        for port, what in ((self.port, "gRPC"), (self.ui_port, "Web UI")):
-            _check_port_free(port, what)
-        self._log = self._open_log()
-        # A session of its own: a Ctrl-C in the terminal reaches only us, and we stop
-        # the server in order (after the worker) instead of both dying at once.
-        self._process = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._make_directory()
+        await self._lock_database()
         try:
+            await self._spawn(command)
             self._client = await asyncio.wait_for(self._ready(), self.startup_timeout)
         except TimeoutError:
             await self.stop()
@@ -196,14 +206,64 @@ class EmbeddedServer:
             await self.stop()
             raise
 
-    def _open_log(self) -> IO[bytes]:
-        """Create the database's directory and open the log beside it (appending)."""
+    def _make_directory(self) -> None:
         try:
             self.db.parent.mkdir(parents=True, exist_ok=True)
-            return self.log_path.open("ab")  # a restart keeps the earlier log
         except OSError as err:
             raise ServerError(
                 f"Cannot use {self.db} for the Temporal database: {err.strerror}"
+            ) from None
+
+    async def _lock_database(self) -> None:
+        """Take ``<db>.lock``, waiting a little only for a holder that already died."""
+        lock = DatabaseLock(self.db)
+        deadline = asyncio.get_running_loop().time() + DEAD_HOLDER_GRACE
+        try:
+            while not lock.try_acquire():
+                holder = lock.holder()
+                if holder.server_alive or asyncio.get_running_loop().time() > deadline:
+                    raise DatabaseInUseError(
+                        f"The database {self.db} is in use by another server: "
+                        f"{holder.describe()} holds {lock.path}; stop it, or use another "
+                        "database file"
+                    )
+                await asyncio.sleep(0.1)
+        except OSError as err:
+            raise ServerError(f"Cannot lock {lock.path}: {err.strerror}") from None
+        self._lock = lock
+
+    async def _spawn(self, command: list[str]) -> None:
+        if self._lock is None:
+            raise ServerError(f"The database {self.db} is not locked")
+        # Checked first: with a busy port the server exits at once, and another server
+        # there would answer the readiness check in its place.
+        for port, what in ((self.port, "gRPC"), (self.ui_port, "Web UI")):
+            _check_port_free(port, what)
+        self._log = self._open_log()
+        # A session of its own: a Ctrl-C in the terminal reaches only us, and we stop
+        # the server in order (after the worker) instead of both dying at once.
+        # The child inherits the lock's descriptor on purpose: a flock belongs to the
+        # open file, so the database stays locked until we *and* the child are gone.
+        # Were the child to outlive us (off Linux nothing kills it with us), a new
+        # server is refused, naming it, instead of opening the database beside it.
+        self._process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(self._lock.fd,),
+            preexec_fn=_dies_with_us(),
+        )
+        self._lock.record_temporal(self._process.pid)
+
+    def _open_log(self) -> IO[bytes]:
+        """Open the log beside the database (appending: a restart keeps the earlier log)."""
+        try:
+            return self.log_path.open("ab")
+        except OSError as err:
+            raise ServerError(
+                f"Cannot open the server log {self.log_path}: {err.strerror}"
             ) from None
 
     async def _ready(self) -> Client:
@@ -249,7 +309,7 @@ class EmbeddedServer:
         return await self._process.wait()
 
     async def stop(self) -> None:
-        """Stop the server: SIGTERM, then SIGKILL if it is still there after a while."""
+        """Stop the server (SIGTERM, then SIGKILL if it lingers) and unlock its database."""
         process, self._process, self._client = self._process, None, None
         if process is not None and process.returncode is None:
             _signal_group(process.pid, signal.SIGTERM)
@@ -261,6 +321,9 @@ class EmbeddedServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._lock is not None:
+            self._lock.release()  # the child is gone: nothing else holds it
+            self._lock = None
 
     async def __aenter__(self) -> EmbeddedServer:
         """Start the server."""
@@ -295,3 +358,35 @@ def _signal_group(pid: int, signum: signal.Signals) -> None:
     # The server leads its own process group, so this reaches anything it spawned.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signum)
+
+
+def _dies_with_us() -> Callable[[], None] | None:
+    """What the server's process runs before ``exec`` so that it dies with us, on Linux.
+
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: the kernel kills the child when we die, by
+    any means, SIGKILL and the OOM killer included. Nothing else does it so surely: a
+    watchdog process can itself be killed, and a pipe needs the child's cooperation
+    (the ``temporal`` binary is not ours). SIGKILL, not SIGTERM: nobody is left to
+    wait for a graceful stop, and the SQLite database in WAL mode survives a killed
+    writer (tests/test_restarts.py). The signal fires when the *thread* that forked
+    the child ends; asyncio forks on the event loop's thread, which outlives the
+    server. Elsewhere (macOS) there is no such call: a server whose parent was killed
+    lives on, and keeps the database locked, so the next server names it instead of
+    sharing the file (docs/deploy.md).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    # Resolved here, before the fork: between fork and exec the child runs only this
+    # call and getppid, no import and no lock another thread could have held.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def set_parent_death_signal() -> None:
+        if prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # we died between the fork and the prctl
+            os.kill(os.getpid(), kill)
+
+    return set_parent_death_signal

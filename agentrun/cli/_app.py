@@ -23,11 +23,12 @@ from rich.markup import escape
 from agentrun._client import AgentRunClient
 from agentrun._delegation import unknown_run
 from agentrun._models import Status
-from agentrun._server import DEFAULT_DB, EmbeddedServer, ServerError
+from agentrun._server import DEFAULT_DB, DatabaseInUseError, EmbeddedServer, ServerError
 from agentrun.cli import _render as render
 from agentrun.cli._common import (
     CONNECT_FAILED,
     EXIT_CODES,
+    EXIT_DATABASE_IN_USE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUN_NOT_COMPLETED,
@@ -348,9 +349,16 @@ def server(
     ui_port: Annotated[int | None, typer.Option(help="Web UI port (default: a free one).")] = None,
     db: Annotated[Path, typer.Option(help="SQLite file that keeps the runs.")] = DEFAULT_DB,
 ) -> None:
-    """Run the Temporal dev server with agentrun's search attributes until Ctrl-C."""
+    """Run the Temporal dev server with agentrun's search attributes until Ctrl-C.
+
+    One server per database: while one runs (it locks <db>.lock), another on
+    the same --db exits 5, naming the process that holds it. On Linux the dev
+    server dies with this command, even when this command is killed.
+    """
     try:
         asyncio.run(_serve(EmbeddedServer(db=db, port=port, ui_port=ui_port)))
+    except DatabaseInUseError as err:
+        fail(str(err), EXIT_DATABASE_IN_USE)
     except ServerError as err:
         fail(str(err))
 

@@ -41,6 +41,7 @@ EXIT_USER = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_RUN_NOT_COMPLETED = 4
+EXIT_DATABASE_IN_USE = 5
 EXIT_INTERRUPTED = 130
 EXIT_CODES = {
     EXIT_OK: "success",
@@ -48,6 +49,7 @@ EXIT_CODES = {
     EXIT_USAGE: "usage error: a missing or bad argument or option",
     EXIT_UNREACHABLE: "Temporal unreachable, or no worker answered in time",
     EXIT_RUN_NOT_COMPLETED: "`run` followed a run that ended failed or stopped",
+    EXIT_DATABASE_IN_USE: "`server` found its database in use by another server",
 }
 OWNER_ENV = "AGENTRUN_OWNER"
 
