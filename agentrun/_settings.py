@@ -74,6 +74,7 @@ class AgentRunSettings(BaseSettings):
     s3_bucket: Annotated[str | None, Optional] = None
     encryption_keys: Annotated[SecretStr | None, Optional] = None
     encryption_key_file: Annotated[Path | None, Optional] = None
+    codec_token: Annotated[SecretStr | None, Optional] = None
     metrics_address: Annotated[str | None, Optional] = None
     otel: Annotated[str | None, Optional] = None
     demo_model: Annotated[str | None, Optional] = None

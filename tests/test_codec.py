@@ -6,12 +6,14 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -212,20 +214,27 @@ def codec_key() -> tuple[str, bytes]:
 
 
 @pytest.fixture
-def codec_server(codec_key: tuple[str, bytes], tmp_path: Path) -> Iterator[str]:
-    """``agentrun codec-server`` on a free loopback port; its URL.
+def codec_token() -> str:
+    """The bearer token the codec server asks every request for."""
+    return secrets.token_urlsafe(32)
 
-    It has the key and the external storage of ``connect_with``.
+
+@pytest.fixture
+def codec_server(codec_key: tuple[str, bytes], codec_token: str, tmp_path: Path) -> Iterator[str]:
+    """``agentrun codec-server`` on a free loopback port, /encode on; its URL.
+
+    It has the key and the external storage of ``connect_with``, and ``codec_token``.
     """
     variables = {
         **os.environ,
         "AGENTRUN_ENCRYPTION_KEYS": as_env(codec_key),
+        "AGENTRUN_CODEC_TOKEN": codec_token,
         "AGENTRUN_STORAGE": "local",
         "AGENTRUN_STORAGE_DIR": str(tmp_path / "blobs"),
     }
     command = [sys.executable, "-m", "agentrun.cli", "codec-server", "--port", "0"]
     process = subprocess.Popen(
-        [*command, "--web-origin", UI_ORIGIN],
+        [*command, "--web-origin", UI_ORIGIN, "--allow-encode"],
         cwd=ROOT,
         env=variables,
         stdout=subprocess.PIPE,
@@ -241,16 +250,22 @@ def codec_server(codec_key: tuple[str, bytes], tmp_path: Path) -> Iterator[str]:
         process.wait()
 
 
-def post(url: str, body: bytes, origin: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    headers = {"Content-Type": "application/json", "X-Namespace": "default"}
+def post(
+    url: str, body: bytes, token: str, origin: str | None = None
+) -> tuple[int, Message, bytes]:
+    headers = {
+        "Content-Type": "application/json",
+        "X-Namespace": "default",
+        "Authorization": f"Bearer {token}",
+    }
     if origin:
         headers["Origin"] = origin
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, err.headers, err.read()
 
 
 def payloads_json(*payloads: Payload) -> bytes:
@@ -258,34 +273,47 @@ def payloads_json(*payloads: Payload) -> bytes:
 
 
 async def test_the_codec_server_decodes_for_the_web_ui_over_http(
-    codec_server: str, codec_key: tuple[str, bytes], secret: str
+    codec_server: str, codec_key: tuple[str, bytes], codec_token: str, secret: str
 ):
     codec = EncryptionCodec([codec_key])
     [plain] = pydantic_data_converter.payload_converter.to_payloads([{"prompt": secret}])
     [sealed] = await codec.encode([plain])
 
     status, headers, body = await asyncio.to_thread(
-        post, f"{codec_server}/decode", payloads_json(sealed), UI_ORIGIN
+        post, f"{codec_server}/decode", payloads_json(sealed), codec_token, UI_ORIGIN
     )
     assert status == 200
     assert headers["Access-Control-Allow-Origin"] == UI_ORIGIN
     assert json_format.Parse(body, Payloads()).payloads[0] == plain
 
-    status, _, body = await asyncio.to_thread(post, f"{codec_server}/encode", payloads_json(plain))
+    status, _, body = await asyncio.to_thread(
+        post, f"{codec_server}/encode", payloads_json(plain), codec_token
+    )
     [encoded] = json_format.Parse(body, Payloads()).payloads
     assert status == 200 and secret.encode() not in encoded.data
     assert (await codec.decode([encoded]))[0] == plain
 
 
 async def test_the_codec_server_answers_cors_only_for_its_ui_and_names_an_unknown_key(
-    codec_server: str,
+    codec_server: str, codec_token: str
 ):
-    def preflight(origin: str) -> dict[str, str]:
+    def preflight(origin: str) -> Message:
+        """The headers of a browser's preflight, before it sends the token and JSON."""
         request = urllib.request.Request(
-            f"{codec_server}/decode", method="OPTIONS", headers={"Origin": origin}
+            f"{codec_server}/decode",
+            method="OPTIONS",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
+            },
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return dict(response.headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                headers: Message = response.headers
+        except urllib.error.HTTPError as err:
+            headers = err.headers
+        return headers
 
     allowed = await asyncio.to_thread(preflight, UI_ORIGIN)
     assert allowed["Access-Control-Allow-Origin"] == UI_ORIGIN
@@ -296,10 +324,12 @@ async def test_the_codec_server_answers_cors_only_for_its_ui_and_names_an_unknow
 
     [foreign] = await EncryptionCodec([new_key("elsewhere")]).encode([Payload(data=b"x")])
     status, _, body = await asyncio.to_thread(
-        post, f"{codec_server}/decode", payloads_json(foreign)
+        post, f"{codec_server}/decode", payloads_json(foreign), codec_token
     )
     assert status == 400 and b"key id 'elsewhere', which is not configured" in body
-    status, _, body = await asyncio.to_thread(post, f"{codec_server}/decode", b"not json")
+    status, _, body = await asyncio.to_thread(
+        post, f"{codec_server}/decode", b"not json", codec_token
+    )
     assert status == 400
 
 
@@ -311,6 +341,7 @@ async def test_the_temporal_cli_shows_an_encrypted_run_through_the_codec_server(
     secret: str,
     codec_server: str,
     codec_key: tuple[str, bytes],
+    codec_token: str,
 ):
     client = await connect_with(env, tmp_path, codec_key)
     runs = AgentRunClient(client, queue)
@@ -332,7 +363,8 @@ async def test_the_temporal_cli_shows_an_encrypted_run_through_the_codec_server(
     for workflow_id in (run_id, stored_id):
         plain = await asyncio.to_thread(show, workflow_id)
         assert not any(secret in text for text in plain)
-        decoded = await asyncio.to_thread(show, workflow_id, "--codec-endpoint", codec_server)
+        codec = ["--codec-endpoint", codec_server, "--codec-auth", f"Bearer {codec_token}"]
+        decoded = await asyncio.to_thread(show, workflow_id, *codec)
         assert any(secret in text for text in decoded), workflow_id
     # The stored input itself came back, not only the summary that quotes its start.
     assert any(secret in text and len(text) > 300 * 1024 for text in decoded), "not resolved"

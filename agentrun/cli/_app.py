@@ -472,11 +472,47 @@ def codec_server(
             "Default: http://localhost:8233 and http://127.0.0.1:8233."
         ),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A Host header value to accept (repeatable; '*.example.com' patterns). "
+            "Default: localhost, 127.0.0.1, ::1 and --host."
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the bearer token (else AGENTRUN_CODEC_TOKEN)."),
+    ] = None,
+    jwks_url: Annotated[
+        str | None,
+        typer.Option(help="Also accept JWTs (the Web UI's access tokens) signed by this JWKS."),
+    ] = None,
+    jwt_audience: Annotated[
+        str | None, typer.Option(help="The audience those JWTs must be issued for.")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without a token: loopback only.")
+    ] = False,
+    allow_encode: Annotated[
+        bool, typer.Option("--allow-encode", help="Serve /encode (encrypts what it is sent).")
+    ] = False,
 ) -> None:
-    """Decrypt payloads for the Temporal Web UI and CLI (keys: AGENTRUN_ENCRYPTION_KEYS)."""
+    """Decrypt payloads for the Temporal Web UI and CLI, for holders of a token.
+
+    Keys: AGENTRUN_ENCRYPTION_KEYS. Clients send 'Authorization: Bearer <token>'.
+    """
     from agentrun import _codec_server as server  # needs the crypto extra: only here
 
     arguments = ["--host", host, "--port", str(port)]
     for origin in web_origin or []:
         arguments += ["--web-origin", origin]
+    for name in allowed_host or []:
+        arguments += ["--allowed-host", name]
+    if token_file is not None:
+        arguments += ["--token-file", str(token_file)]
+    if jwks_url is not None:
+        arguments += ["--jwks-url", jwks_url]
+    if jwt_audience is not None:
+        arguments += ["--jwt-audience", jwt_audience]
+    arguments += ["--no-auth"] * no_auth + ["--allow-encode"] * allow_encode
     server.main(arguments)
