@@ -63,7 +63,7 @@ def tool_results(thread: list[Message] | None) -> list[dict[str, Any]]:
 async def eventually(
     probe: Callable[[], Awaitable[T]],
     accept: Callable[[T], object],
-    timeout: float = 15.0,
+    timeout: float = 30.0,
     every: float = 0.1,
 ) -> T:
     """Poll ``probe`` until ``accept`` holds; the last value (asserting it holds)."""

@@ -378,8 +378,11 @@ async def test_watch_across_a_worker_restart_prints_every_event_once_in_order(
         ),
     )
     watch = await start_watch(cli, root)
+    # A worker process starting on a loaded machine can take a while to import.
     await eventually(
-        lambda: runs.summary(owner, f"{root}.1"), lambda s: s and s.assistant == "helper starts"
+        lambda: runs.summary(owner, f"{root}.1"),
+        lambda s: s and s.assistant == "helper starts",
+        timeout=90,
     )
     await asyncio.sleep(1)  # both runs inside their sleeps, past several checkpoints
     processes[0].send_signal(signal.SIGKILL)
