@@ -47,7 +47,7 @@ from agentrun._models import (
     RunSummary,
     check_id,
 )
-from agentrun._visibility import start_search_attributes
+from agentrun._visibility import query_literal, start_search_attributes
 from agentrun._webui import static_details, static_summary
 
 __all__ = ["AgentRunClient", "DelegationError", "StreamedEvent"]
@@ -131,7 +131,7 @@ class AgentRunClient:
             check_id(owner_thread_id)
         except ValueError:
             return []  # no run can have such an owner
-        owner = _quote(owner_thread_id)
+        owner = query_literal(owner_thread_id)
         query = f"WorkflowType = '{WORKFLOW_TYPE}' AND {OWNER_THREAD_ID.name} = {owner}"
         run_ids = {execution.id async for execution in self.temporal.list_workflows(query)}
         found = await asyncio.gather(*(self.summary(owner_thread_id, r) for r in run_ids))
@@ -415,8 +415,3 @@ def _new_run_id(run_id: str | None) -> str:
     if len(checked) > MAX_RUN_ID_CHARS:
         raise ValueError(f"Invalid run_id: {len(checked)} characters, at most {MAX_RUN_ID_CHARS}")
     return checked
-
-
-def _quote(value: str) -> str:
-    """A visibility-query string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ENV_PREFIX", "AgentRunSettings", "SettingsError", "load_settings"]
@@ -21,6 +21,8 @@ __all__ = ["ENV_PREFIX", "AgentRunSettings", "SettingsError", "load_settings"]
 ENV_PREFIX = "AGENTRUN_"
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
@@ -37,6 +39,23 @@ def parse_size(value: object) -> object:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+def parse_duration(value: object) -> object:
+    """A duration from ``90s``, ``30m``, ``6h``, ``2d`` (a bare number is seconds)."""
+    if not isinstance(value, str):
+        return value
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError("expected a duration: a number with s, m, h or d (e.g. 6h)")
+    unit = _DURATION_UNITS[(match.group(2) or "s").lower()]
+    return timedelta(seconds=float(match.group(1)) * unit)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return value
+
+
 def _lower(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -46,6 +65,7 @@ def _blank_is_none(value: object) -> object:
 
 
 Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+Interval = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 Optional = BeforeValidator(_blank_is_none)
 
 
@@ -72,6 +92,9 @@ class AgentRunSettings(BaseSettings):
     storage_threshold: Size = 256 * 1024
     storage_max_payload: Size = 50 * 1024 * 1024
     s3_bucket: Annotated[str | None, Optional] = None
+    storage_gc_interval: Annotated[Interval | None, Optional] = Field(
+        default=None, description="how often the worker collects payloads no run can read"
+    )
     encryption_keys: Annotated[SecretStr | None, Optional] = None
     encryption_key_file: Annotated[Path | None, Optional] = None
     codec_token: Annotated[SecretStr | None, Optional] = None

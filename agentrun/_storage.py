@@ -13,6 +13,8 @@ S3-compatible bucket for clusters. Configuration comes from the environment (see
 - ``AGENTRUN_STORAGE_MAX_PAYLOAD``: largest payload stored at all (default 50MiB).
 - ``AGENTRUN_S3_BUCKET``: the bucket, with ``AGENTRUN_STORAGE=s3``; endpoint, region
   and credentials come from the standard AWS variables (``AWS_ENDPOINT_URL_S3``, ...).
+- ``AGENTRUN_STORAGE_GC_INTERVAL``: how often a worker deletes what no run can read
+  (``agentrun._storage_gc``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
+import json
 import re
-import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -34,8 +35,11 @@ from temporalio.converter import (
     StorageDriverClaim,
     StorageDriverRetrieveContext,
     StorageDriverStoreContext,
+    StorageDriverWorkflowInfo,
 )
 
+from agentrun._blobs import BlobDirectory, Reference
+from agentrun._chunks import cuts
 from agentrun._payload_guard import PayloadTooLargeError, describe_size
 from agentrun._settings import AgentRunSettings
 
@@ -61,6 +65,10 @@ DEFAULT_THRESHOLD = 256 * 1024
 DEFAULT_MAX_PAYLOAD = 50 * 1024 * 1024
 
 LOCAL_DRIVER_TYPE = "agentrun.local"
+# A claim's layout when the payload is stored in chunks (see LocalStorageDriver).
+CHUNKED = "chunks"
+CHUNKS_SUFFIX = ".chunks"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class StorageConfigError(ValueError):
@@ -68,11 +76,15 @@ class StorageConfigError(ValueError):
 
 
 class LocalStorageDriver(StorageDriver):
-    """Content-addressed payload files under one directory.
+    """Content-addressed payload files under one directory, each stored once.
 
-    Each payload is stored once, as ``<dir>/<aa>/<sha256>``, written to a temporary
-    file and renamed into place so a reader never sees half a file. The claim holds
-    only the hash: the directory may be mounted at another path on another machine.
+    A payload is stored as ``<dir>/<aa>/<sha256>``, or, when it holds a thread (see
+    ``agentrun._chunks``), as chunks stored the same way and a list of them,
+    ``<sha256>.chunks``: what many payloads share (a forked thread, a thread read turn
+    after turn) is stored once. Each file records the workflows that stored it, for
+    garbage collection (``agentrun._blobs``). Files are written to a temporary file
+    and renamed into place, so a reader never sees half a file. The claim holds only
+    the hash: the directory may be mounted at another path on another machine.
     """
 
     def __init__(
@@ -84,6 +96,7 @@ class LocalStorageDriver(StorageDriver):
     ) -> None:
         """Store under ``directory`` (created on first store), at most ``max_payload_size``."""
         self.directory = Path(directory).expanduser().resolve()
+        self.blobs = BlobDirectory(self.directory)
         self.max_payload_size = max_payload_size
         self._name = name
 
@@ -99,8 +112,9 @@ class LocalStorageDriver(StorageDriver):
         self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
     ) -> list[StorageDriverClaim]:
         """Write each payload (unless already there); a claim per payload."""
+        reference = _reference(context)
         # File I/O of megabytes would stall the worker's event loop: a thread does it.
-        return await asyncio.to_thread(lambda: [self._store_one(p) for p in payloads])
+        return await asyncio.to_thread(lambda: [self._store_one(p, reference) for p in payloads])
 
     async def retrieve(
         self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
@@ -108,7 +122,7 @@ class LocalStorageDriver(StorageDriver):
         """Read and verify the payload of each claim."""
         return await asyncio.to_thread(lambda: [self._retrieve_one(c) for c in claims])
 
-    def _store_one(self, payload: Payload) -> StorageDriverClaim:
+    def _store_one(self, payload: Payload, reference: Reference | None) -> StorageDriverClaim:
         data = payload.SerializeToString()
         if len(data) > self.max_payload_size:
             raise PayloadTooLargeError(
@@ -117,49 +131,59 @@ class LocalStorageDriver(StorageDriver):
                 f"({MAX_PAYLOAD_ENV})"
             )
         digest = hashlib.sha256(data).hexdigest()
-        path = self._path(digest)
-        if path.exists():
-            # Refresh its age: a cleanup by modification time must not remove a blob
-            # that a new run just referenced again.
-            os.utime(path)
-        else:
-            _write_atomically(path, data)
-        return StorageDriverClaim(claim_data={"sha256": digest})
+        offsets = cuts(data)
+        if not offsets:
+            self.blobs.put(digest, data, reference)
+            return StorageDriverClaim(claim_data={"sha256": digest})
+        chunks = []
+        for begin, end in zip([0, *offsets], [*offsets, len(data)], strict=True):
+            chunk = data[begin:end]
+            chunks.append(hashlib.sha256(chunk).hexdigest())
+            self.blobs.put(chunks[-1], chunk, reference)
+        # The list last: a reader that finds it finds every chunk it names.
+        self.blobs.put(digest + CHUNKS_SUFFIX, json.dumps(chunks).encode(), reference)
+        return StorageDriverClaim(claim_data={"sha256": digest, "layout": CHUNKED})
 
     def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
         digest = claim.claim_data.get("sha256", "")
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        if not _SHA256.fullmatch(digest):
             raise ValueError(f"Not a local storage claim: {dict(claim.claim_data)!r}")
-        path = self._path(digest)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"Stored payload {digest} is not in {self.directory}: every worker and "
-                f"client must see the same {STORAGE_DIR_ENV} (a shared volume, or S3)"
-            ) from None
+        if claim.claim_data.get("layout") == CHUNKED:
+            listed = json.loads(self._read(digest + CHUNKS_SUFFIX, digest))
+            if not isinstance(listed, list) or not all(
+                isinstance(chunk, str) and _SHA256.fullmatch(chunk) for chunk in listed
+            ):
+                raise ValueError(f"Stored payload {digest} in {self.directory} is corrupt")
+            data = b"".join(self._read(chunk, digest) for chunk in listed)
+        else:
+            data = self._read(digest, digest)
         if hashlib.sha256(data).hexdigest() != digest:
-            raise ValueError(f"Stored payload {path} is corrupt: its content hash differs")
+            raise ValueError(
+                f"Stored payload {digest} in {self.directory} is corrupt: its content hash differs"
+            )
         return Payload.FromString(data)
 
-    def _path(self, digest: str) -> Path:
-        return self.directory / digest[:2] / digest
+    def _read(self, name: str, payload: str) -> bytes:
+        try:
+            return self.blobs.path(name).read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"Stored payload {payload} is not in {self.directory}: every worker and "
+                f"client must see the same {STORAGE_DIR_ENV} (a shared volume, or S3)"
+            ) from None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary file sits beside its target: a rename within one directory is
-    # atomic, so concurrent writers of the same blob each leave a whole file.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _reference(context: StorageDriverStoreContext) -> Reference | None:
+    """The workflow a payload is stored for: the runs of its tree may read it.
+
+    The SDK names the workflow a payload goes to (a child's input: the child; a
+    child's result: its parent; an activity's input or result: its workflow). An
+    activity of no workflow, or a payload of no workflow, has none.
+    """
+    target = context.target
+    if isinstance(target, StorageDriverWorkflowInfo) and target.id:
+        return Reference(target.namespace, target.id)
+    return None
 
 
 class _SessionS3Client(S3StorageDriverClient):
@@ -224,11 +248,17 @@ class StorageSettings:
         driver: StorageDriver | None,
         threshold: int = DEFAULT_THRESHOLD,
         max_payload_size: int = DEFAULT_MAX_PAYLOAD,
+        *,
+        s3_bucket: str | None = None,
     ) -> None:
-        """Store payloads from ``threshold`` bytes with ``driver``; None turns storage off."""
+        """Store payloads from ``threshold`` bytes with ``driver``; None turns storage off.
+
+        ``s3_bucket`` names the bucket of an S3 driver, for garbage collection.
+        """
         self.driver = driver
         self.threshold = threshold
         self.max_payload_size = max_payload_size
+        self.s3_bucket = s3_bucket
 
     @classmethod
     def local(
@@ -240,6 +270,21 @@ class StorageSettings:
         """Local files under ``directory``."""
         driver = LocalStorageDriver(directory, max_payload_size=max_payload_size)
         return cls(driver, threshold, max_payload_size)
+
+    @classmethod
+    def s3(
+        cls,
+        bucket: str,
+        threshold: int = DEFAULT_THRESHOLD,
+        max_payload_size: int = DEFAULT_MAX_PAYLOAD,
+    ) -> StorageSettings:
+        """The SDK's S3 driver on ``bucket`` (endpoint and credentials: the AWS variables).
+
+        Raises:
+            StorageConfigError: the ``s3`` extra (aioboto3) is not installed.
+        """
+        driver = s3_driver(bucket, max_payload_size)
+        return cls(driver, threshold, max_payload_size, s3_bucket=bucket)
 
     @classmethod
     def off(cls) -> StorageSettings:
@@ -261,7 +306,7 @@ class StorageSettings:
         bucket = (settings.s3_bucket or "").strip()
         if not bucket:
             raise StorageConfigError(f"{STORAGE_ENV}=s3 needs {S3_BUCKET_ENV} (a bucket name)")
-        return cls(s3_driver(bucket, largest), threshold, largest)
+        return cls.s3(bucket, threshold, largest)
 
     def external_storage(self) -> ExternalStorage | None:
         """The SDK's ``ExternalStorage`` for the data converter; None when off."""

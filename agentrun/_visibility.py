@@ -1,4 +1,5 @@
-"""The search attributes a run starts with (docs/contract.md, "Search attributes").
+"""The search attributes a run starts with (docs/contract.md, "Search attributes"),
+and how a visibility query quotes a value.
 
 Set when the run is started, by the client or by the parent (children inherit none),
 so the run need not upsert them in its first workflow task: one history event and one
@@ -23,3 +24,8 @@ def start_search_attributes(run_input: AgentRunInput) -> TypedSearchAttributes:
             SearchAttributePair(DELEGATION_EPOCH, run_input.epoch),
         ]
     )
+
+
+def query_literal(value: str) -> str:
+    """A visibility-query string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

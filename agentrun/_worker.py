@@ -7,11 +7,14 @@ key or metrics address stops the process with one line naming it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from agentrun._agents._registry_file import RegistryError
@@ -26,6 +29,7 @@ from agentrun._observability import (
 from agentrun._plugin import AgentRunPlugin
 from agentrun._settings import AgentRunSettings, SettingsError, load_settings
 from agentrun._storage import StorageConfigError
+from agentrun._storage_gc import collect_every
 
 __all__ = ["STARTUP_ERRORS", "main", "run_worker"]
 
@@ -51,6 +55,10 @@ async def run_worker(
     """
     settings = settings or load_settings()
     plugin = AgentRunPlugin(settings)
+    if settings.storage_gc_interval is not None and plugin.payloads.storage.driver is None:
+        raise StorageConfigError(
+            "AGENTRUN_STORAGE_GC_INTERVAL is set, but AGENTRUN_STORAGE=off stores nothing"
+        )
     registry = plugin.registry()  # checked before connecting, like every setting
     runtime = metrics_runtime(metrics_address or settings.metrics_address)
     client = await connect(
@@ -60,7 +68,7 @@ async def run_worker(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with Worker(client, task_queue=settings.task_queue):
+    async with Worker(client, task_queue=settings.task_queue), _collecting(client, plugin):
         logging.getLogger("agentrun").info(
             "Worker serving task queue %r on %s with agents %s; payloads %s",
             settings.task_queue,
@@ -69,6 +77,22 @@ async def run_worker(
             plugin.payloads.describe(),
         )
         await stop.wait()
+
+
+@contextlib.asynccontextmanager
+async def _collecting(client: Client, plugin: AgentRunPlugin) -> AsyncIterator[None]:
+    """Storage garbage collection every ``AGENTRUN_STORAGE_GC_INTERVAL``, when set."""
+    interval = plugin.settings.storage_gc_interval
+    if interval is None:
+        yield
+        return
+    collecting = asyncio.create_task(collect_every(client, plugin.payloads.storage, interval))
+    try:
+        yield
+    finally:
+        collecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collecting
 
 
 def main() -> None:

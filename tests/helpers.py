@@ -17,6 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from agentrun import Message
+from agentrun._blobs import REFS_SUFFIX
 from agentrun._constants import TURN_ACTIVITY
 
 T = TypeVar("T")
@@ -58,6 +59,15 @@ def tool_results(thread: list[Message] | None) -> list[dict[str, Any]]:
     """The JSON of each tool result in a thread, in order."""
     assert thread is not None
     return [json.loads(m.content) for m in thread if m.role == "tool"]
+
+
+def stored_blobs(directory: Path) -> list[Path]:
+    """The payload files of local storage under ``directory`` (not their records)."""
+    return sorted(
+        path
+        for path in directory.rglob("*")
+        if path.is_file() and not path.name.endswith(REFS_SUFFIX)
+    )
 
 
 async def eventually(

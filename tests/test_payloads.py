@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 from temporalio.converter import StorageDriverStoreContext as StoreContext
 from temporalio.service import RPCError
@@ -28,12 +29,13 @@ from agentrun import (
     Step,
     StepContext,
 )
+from agentrun._chunks import MIN_CHUNK
 from agentrun._payload_guard import PayloadTooLargeError
 from agentrun._plugin import PayloadSettings
 from agentrun._settings import load_settings, parse_size
 from agentrun._storage import LocalStorageDriver, StorageSettings
 from tests.conftest import registry_for_tests, server_address
-from tests.helpers import child, history_events, run, script
+from tests.helpers import child, history_events, run, script, stored_blobs
 
 MB = 1_000_000
 # An event in a run's history may hold payloads just under the storage threshold.
@@ -197,7 +199,7 @@ async def test_local_driver_stores_each_content_once_atomically_and_reads_it_bac
     payloads = [Payload(metadata={"encoding": b"json/plain"}, data=b"x" * 1000) for _ in "ab"]
     claims = await driver.store(StoreContext(), payloads)
     assert claims[0] == claims[1]
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    files = stored_blobs(tmp_path)
     assert len(files) == 1 and not files[0].name.startswith(".tmp")
     [back] = await driver.retrieve(StorageDriverRetrieveContext(), claims[:1])
     assert back == payloads[0]
@@ -208,7 +210,7 @@ async def test_local_driver_names_a_missing_or_corrupt_blob_and_refuses_oversize
 ):
     driver = LocalStorageDriver(tmp_path, max_payload_size=1024)
     [claim] = await driver.store(StoreContext(), [Payload(data=b"y" * 100)])
-    [blob] = [p for p in tmp_path.rglob("*") if p.is_file()]
+    [blob] = stored_blobs(tmp_path)
     blob.write_bytes(b"tampered")
     with pytest.raises(ValueError, match="corrupt"):
         await driver.retrieve(StorageDriverRetrieveContext(), [claim])
@@ -219,6 +221,25 @@ async def test_local_driver_names_a_missing_or_corrupt_blob_and_refuses_oversize
         await driver.store(StoreContext(), [Payload(data=b"z" * 2000)])
     with pytest.raises(ValueError, match="Not a local storage claim"):
         await driver.retrieve(StorageDriverRetrieveContext(), [StorageDriverClaim({"a": "b"})])
+
+
+async def test_a_thread_is_stored_in_chunks_each_verified_and_named_when_missing(
+    tmp_path: Path,
+):
+    driver = LocalStorageDriver(tmp_path)
+    converter = pydantic_data_converter.payload_converter
+    [payload] = converter.to_payloads([large_thread(2 * MB)])
+    [claim] = await driver.store(StoreContext(), [payload])
+    chunks = [blob for blob in stored_blobs(tmp_path) if blob.stat().st_size >= MIN_CHUNK]
+    assert len(chunks) > 1, "a 2 MB thread is one blob"
+    [back] = await driver.retrieve(StorageDriverRetrieveContext(), [claim])
+    assert back == payload
+    chunks[0].write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="corrupt"):
+        await driver.retrieve(StorageDriverRetrieveContext(), [claim])
+    chunks[0].unlink()
+    with pytest.raises(FileNotFoundError, match="AGENTRUN_STORAGE_DIR"):
+        await driver.retrieve(StorageDriverRetrieveContext(), [claim])
 
 
 def from_environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> StorageSettings:
@@ -271,32 +292,6 @@ def test_bad_storage_settings_name_the_variable(
 
 
 # --- S3, against moto's S3 server on loopback ---------------------------------------
-
-
-@pytest.fixture
-def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """moto's S3 server on a free loopback port, with a bucket; a boto3 client of it.
-
-    The worker's S3 driver finds the server and the fake credentials through the
-    standard AWS variables, as it would find a real one.
-    """
-    server_module = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_S3": endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="agentrun-payloads")
-    yield s3
-    server.stop()
 
 
 async def test_s3_storage_carries_a_large_thread(

@@ -65,6 +65,11 @@ def test_a_bad_value_is_one_line_naming_variable_value_and_what_is_allowed(
         ),
         ("AGENTRUN_MAX_CONCURRENT_TURNS", "1e3", "AGENTRUN_MAX_CONCURRENT_TURNS='1e3'"),
         ("AGENTRUN_STORAGE_THRESHOLD", "big", "AGENTRUN_STORAGE_THRESHOLD='big': expected bytes"),
+        (
+            "AGENTRUN_STORAGE_GC_INTERVAL",
+            "0s",
+            "AGENTRUN_STORAGE_GC_INTERVAL='0s': must be longer than 0s",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_worker_before_it_connects(name: str, value: str, expected: str):

@@ -50,6 +50,7 @@ from agentrun.cli._common import (
     unreachable,
 )
 from agentrun.cli._live import print_events, redraw_tree
+from agentrun.cli._storage import storage_app
 from agentrun.cli._views import owned_summary, run_details, run_tree
 
 __all__ = ["EXIT_CODES", "app"]
@@ -62,6 +63,7 @@ app = AgentrunApp(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(storage_app, name="storage")
 
 
 class StatusChoice(StrEnum):
