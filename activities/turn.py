@@ -43,6 +43,7 @@ from agentrun._models import (
     TurnResult,
 )
 from agentrun.activities._beat import Progress, beating, last_text
+from agentrun.activities._owners import OwnerSlots
 from agentrun.activities._threads import ThreadCache
 from agentrun.activities._toolbox import Toolbox, toolbox
 from agentrun.activities.tools import MCPTools, function_tool_activity
@@ -91,16 +92,28 @@ class _TurnEvents:
 class TurnActivities:
     """The turn activity, bound to a worker's agent registry."""
 
-    def __init__(self, registry: AgentRegistry, batch: timedelta = STREAM_BATCH_INTERVAL) -> None:
-        """Keep the registry the turns resolve agent ids in, and the stream's batching."""
+    def __init__(
+        self,
+        registry: AgentRegistry,
+        batch: timedelta = STREAM_BATCH_INTERVAL,
+        owner_cap: int = 50,
+    ) -> None:
+        """Keep the registry the turns resolve agent ids in, the stream's batching, and
+        how many turns of one owner thread may run here at once."""
         self._registry = registry
         self._batch = batch
+        self._owners = OwnerSlots(owner_cap)
         self._threads = ThreadCache()
         self.mcp = MCPTools(list(registry.mcp_servers.values()))
 
     @activity.defn(name=TURN_ACTIVITY)
     async def run_turn(self, turn: TurnInput) -> TurnResult:
-        """Run one turn of ``turn.agent_id`` on ``turn.messages``."""
+        """Run one turn of ``turn.agent_id`` on ``turn.messages``, in one of its owner's
+        slots (a turn over the owner's share is retried later)."""
+        with self._owners.slot(turn.owner_thread_id):
+            return await self._turn(turn)
+
+    async def _turn(self, turn: TurnInput) -> TurnResult:
         spec = self._registry.get(turn.agent_id)
         if spec is None:
             return TurnResult(error=f"Unknown or unavailable agent_id: {turn.agent_id}")
@@ -160,6 +173,9 @@ class TurnActivities:
                     events.message(message)
                 progress.checkpoint = _advance(progress.checkpoint, step, events.seq)
                 progress.output = last_text(step) or progress.output
+                # A step that awaited nothing (a scripted `say`) must not starve the
+                # worker: its heartbeats, other turns, queries and a SIGTERM go first.
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             if not _stop_requested():
                 raise

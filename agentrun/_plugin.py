@@ -220,7 +220,9 @@ class AgentRunPlugin(SimplePlugin):
         from agentrun.activities import TurnActivities, read_run
 
         config = super().configure_worker(config)
-        turns = TurnActivities(self.registry(), self.settings.stream_batch_interval)
+        turns = TurnActivities(
+            self.registry(), self.settings.stream_batch_interval, self.settings.owner_turn_cap
+        )
         ours: list[Callable[..., Any]] = [turns.run_turn, read_run, *turns.tool_activities()]
         config["activities"] = [*config.get("activities", []), *ours]
         _tune(config, self.settings)

@@ -86,6 +86,7 @@ class AgentRunSettings(BaseSettings):
         default=None, description="the owner thread of CLI commands (--owner)"
     )
     max_concurrent_turns: int = Field(default=100, ge=1, le=10_000)
+    max_turns_per_owner: int | None = Field(default=None, ge=1, le=10_000)
     stream_batch_ms: int = Field(default=50, ge=10, le=5000)
     storage: Annotated[Literal["local", "s3", "off"], BeforeValidator(_lower)] = "local"
     storage_dir: Path = Path(".temporal/payloads")
@@ -102,6 +103,14 @@ class AgentRunSettings(BaseSettings):
     otel: Annotated[str | None, Optional] = None
     demo_model: Annotated[str | None, Optional] = None
     demo_base_url: Annotated[str | None, Optional] = None
+
+    @property
+    def owner_turn_cap(self) -> int:
+        """Turns of one owner thread a worker runs at once: ``max_turns_per_owner``, by
+        default half the worker's turn slots, so no owner can take them all."""
+        if self.max_turns_per_owner is not None:
+            return self.max_turns_per_owner
+        return max(1, self.max_concurrent_turns // 2)
 
     @property
     def stream_batch_interval(self) -> timedelta:

@@ -20,6 +20,9 @@ from agentrun._models import Message, ToolCall, describe_errors, encodable
 
 SLEEP_SLICE = 0.25
 MAX_SLEEP = 7 * 24 * 3600.0
+# A script is one prompt: its steps run in one turn, each checkpointed with the turn's
+# messages so far. Bounded, so no prompt can keep a turn from its heartbeats.
+MAX_SCRIPT_STEPS = 5000
 _RUN_REF = re.compile(r"^\$(\d+)$")
 
 
@@ -81,6 +84,8 @@ def parse_script(text: str) -> tuple[ScriptStep, ...] | None:
     steps = document["steps"]
     if not isinstance(steps, list):
         raise ScriptError(f"Invalid script: 'steps' must be a list, got {type(steps).__name__}")
+    if len(steps) > MAX_SCRIPT_STEPS:
+        raise ScriptError(f"Invalid script: {len(steps)} steps, at most {MAX_SCRIPT_STEPS}")
     return tuple(_parse_step(index, raw) for index, raw in enumerate(steps, start=1))
 
 
