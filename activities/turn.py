@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 # Attempts of a turn whose agent's MCP server cannot be listed, before the run fails.
 MCP_LIST_ATTEMPTS = 5
+# The longest a turn's steps keep the worker's event loop to themselves.
+YIELD_EVERY = 0.02
 
 
 class _TurnEvents:
@@ -166,6 +169,7 @@ class TurnActivities:
         box = await self._toolbox(spec, policy)
         if isinstance(box, str):
             return TurnResult(error=box, policy=policy)
+        yielded = _Yielding()
         try:
             while not progress.checkpoint.ended:
                 step = await self._safe_step(spec, turn, progress.checkpoint, events, box)
@@ -173,9 +177,7 @@ class TurnActivities:
                     events.message(message)
                 progress.checkpoint = _advance(progress.checkpoint, step, events.seq)
                 progress.output = last_text(step) or progress.output
-                # A step that awaited nothing (a scripted `say`) must not starve the
-                # worker: its heartbeats, other turns, queries and a SIGTERM go first.
-                await asyncio.sleep(0)
+                await yielded.now_and_then()
         except asyncio.CancelledError:
             if not _stop_requested():
                 raise
@@ -252,6 +254,20 @@ class TurnActivities:
             tools=box.definitions,
         )
         return await spec.runtime.step(ctx)
+
+
+class _Yielding:
+    """Hands the event loop back between steps that awaited nothing (scripted ``say``s),
+    so heartbeats, other turns, queries and a SIGTERM are not held back. Not after every
+    step: a short turn that never yields sends its events with its result, no signal."""
+
+    def __init__(self) -> None:
+        self._since = time.monotonic()
+
+    async def now_and_then(self) -> None:
+        if time.monotonic() - self._since >= YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._since = time.monotonic()
 
 
 def _advance(checkpoint: TurnCheckpoint, step: Step, events_published: int) -> TurnCheckpoint:
