@@ -168,5 +168,9 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         monkeypatch.setenv(name, value)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="agentrun-payloads")
+    # moto keeps its buckets in the process: empty what an earlier test left there.
+    left = s3.list_objects_v2(Bucket="agentrun-payloads").get("Contents", [])
+    for item in left:
+        s3.delete_object(Bucket="agentrun-payloads", Key=item["Key"])
     yield s3
     server.stop()
