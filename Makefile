@@ -31,9 +31,10 @@ lint: venv
 test: lint
 	$(BIN)/pytest -q
 
-# Stress runs of a minute or more, not part of test: 50 trees of 10 runs on one worker.
+# Stress runs of a minute or more, not part of test: 50 trees of 10 runs on one worker,
+# and every example the property tests (isolation, fuzz) can draw (the suite draws a third).
 stress: venv
-	AGENTRUN_STRESS=1 $(BIN)/pytest -q -s tests/test_load.py
+	AGENTRUN_STRESS=1 $(BIN)/pytest -q -s tests/test_load.py tests/test_isolation.py tests/test_fuzz.py
 
 # Benchmarks (BENCHMARKS.md), not part of test: fresh embedded servers, about 12
 # minutes. BENCH_QUICK=1 make bench for a short smoke run. The bench extra draws plots.

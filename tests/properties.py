@@ -14,6 +14,7 @@ guarantees (generation, health checks, the failing example in the report).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -29,15 +30,20 @@ from tests.helpers import history_events
 T = TypeVar("T")
 
 
+# The default suite draws a third of each property's examples; `make stress` all of them.
+STRESS = os.environ.get("AGENTRUN_STRESS") == "1"
+
+
 def property_settings(max_examples: int, **extra: Any) -> settings:
     """Few examples, no deadline, no example database, no shrinking.
 
     Each example costs real workflows, so shrinking (dozens of extra examples) would
     outlast the test's timeout; the report shows the failing example as drawn. No
-    database: nothing is written into the work tree.
+    database: nothing is written into the work tree. ``max_examples`` is the count
+    ``make stress`` draws; the default suite draws a third (at least two).
     """
     return settings(
-        max_examples=max_examples,
+        max_examples=max_examples if STRESS else max(2, max_examples // 3),
         deadline=None,
         database=None,
         phases=[Phase.explicit, Phase.generate],
