@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         StepContext,
     )
     from agentrun._agents._model import ModelAgent
-    from agentrun._client import AgentRunClient, StreamedEvent
+    from agentrun._client import AgentRunClient, ListedRun, NoAnswerError, StreamedEvent
     from agentrun._connection import connect
     from agentrun._constants import DEFAULT_TASK_QUEUE, SEARCH_ATTRIBUTES
     from agentrun._delegation import DelegationError
@@ -50,6 +50,8 @@ _EXPORTS = {
     "AgentRuntime": "agentrun._agents",
     "AgentSpec": "agentrun._agents",
     "AgentTool": "agentrun._tools",
+    "ListedRun": "agentrun._client",
+    "NoAnswerError": "agentrun._client",
     "MCPServer": "agentrun._tools",
     "ToolContext": "agentrun._tools",
     "as_tool": "agentrun._tools",
@@ -82,9 +84,11 @@ __all__ = [
     "AgentSpec",
     "AgentTool",
     "DelegationError",
+    "ListedRun",
     "MCPServer",
     "Message",
     "ModelAgent",
+    "NoAnswerError",
     "RetryableStepError",
     "RunSummary",
     "ScriptedAgent",

@@ -1,7 +1,9 @@
 """The owner's client: start, read, follow, stop and resume runs, scoped to an owner.
 
 Every operation names the owner thread and checks it first: a run of another owner
-looks exactly like a run that does not exist.
+looks exactly like a run that does not exist. Lists and trees come from Temporal's
+visibility store, and each run's latest text from the run itself, a few runs at a
+time (``agentrun._listing``, ``agentrun._reading``).
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
-from typing import TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -19,25 +20,16 @@ from temporalio.client import (
     WorkflowContinuedAsNewError,
     WorkflowExecutionStatus,
     WorkflowFailureError,
-    WorkflowHandle,
-    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentrun._constants import (
-    DEFAULT_TASK_QUEUE,
-    OWNER_THREAD_ID,
-    QUERY_CHILDREN,
-    QUERY_RUN_STATE,
-    QUERY_SUMMARY,
-    QUERY_THREAD,
-    WORKFLOW_TYPE,
-)
+from agentrun._constants import DEFAULT_TASK_QUEUE, QUERY_RUN_STATE, QUERY_THREAD, WORKFLOW_TYPE
 from agentrun._delegation import DelegationError, not_resumable, not_running, unknown_run
 from agentrun._follow import follow
+from agentrun._listing import ListedRun, VisibleRun, list_owner_runs, list_tree
 from agentrun._models import (
     MAX_RUN_ID_CHARS,
     AgentEvent,
@@ -45,24 +37,29 @@ from agentrun._models import (
     Message,
     RunState,
     RunSummary,
+    Status,
     check_id,
 )
-from agentrun._visibility import query_literal, start_search_attributes
+from agentrun._reading import Listing, NoAnswerError, RunReader
+from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
 
-__all__ = ["AgentRunClient", "DelegationError", "StreamedEvent"]
+__all__ = ["AgentRunClient", "DelegationError", "ListedRun", "NoAnswerError", "StreamedEvent"]
 
 _CLOSE_WAIT = timedelta(seconds=30)
-QUERY_TIMEOUT = timedelta(seconds=10)
-_QUERY_RETRY_STATUSES = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 # What a wait outlasts: no answer in time, and a workflow task in failed state (Temporal
 # retries it; a query meanwhile gets FAILED_PRECONDITION).
 _WAIT_RETRY_STATUSES = (
-    *_QUERY_RETRY_STATUSES,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
     RPCStatusCode.FAILED_PRECONDITION,
     RPCStatusCode.UNAVAILABLE,
 )
-T = TypeVar("T")
+# A wait whose long poll comes back at once (an error, not a close) asks again after
+# a pause that doubles up to the longest: never a hot loop.
+_WAIT_PAUSE_FIRST = 0.1
+_WAIT_PAUSE_LONGEST = 2.0
+_LIVE: tuple[Status, ...] = ("running", "stopped")
 
 
 class StreamedEvent(BaseModel):
@@ -85,6 +82,7 @@ class AgentRunClient:
         """
         self.temporal = client
         self.task_queue = queue
+        self._reader = RunReader(client, queue)
 
     async def start(
         self,
@@ -113,34 +111,68 @@ class AgentRunClient:
         return run_id
 
     async def summary(self, owner_thread_id: str, run_id: str) -> RunSummary | None:
-        """The run's summary, or None if unknown or owned by another thread."""
-        summary = await self._query(run_id, QUERY_SUMMARY, RunSummary)
-        if summary is None or summary.owner_thread_id != owner_thread_id:
-            return None
-        return summary
+        """The run's summary, or None if unknown or owned by another thread.
+
+        Whose run it is comes from Temporal first (``describe``), so another owner's
+        run is refused as quickly as one that does not exist. A closed run's status is
+        how its workflow closed (docs/delegation.md, section 3).
+        """
+        seen = await self._reader.visible(owner_thread_id, run_id)
+        return await self._reader.current(seen) if seen is not None else None
 
     async def thread(self, owner_thread_id: str, run_id: str) -> list[Message] | None:
         """The run's messages, or None (same scoping as ``summary``)."""
-        if await self.summary(owner_thread_id, run_id) is None:
+        if await self._reader.visible(owner_thread_id, run_id) is None:
             return None
-        return await self._query(run_id, QUERY_THREAD, list[Message])
+        return await self._reader.query(run_id, QUERY_THREAD, list[Message])
 
-    async def all(self, owner_thread_id: str) -> list[RunSummary]:
-        """All the owner's runs, sorted by run_id."""
+    async def all(
+        self,
+        owner_thread_id: str,
+        *,
+        statuses: Collection[Status] | None = None,
+        agents: Collection[str] | None = None,
+    ) -> list[RunSummary]:
+        """All the owner's runs, sorted by run_id; only those with one of ``statuses``
+        and of one of ``agents`` when given.
+
+        The runs come from Temporal's visibility store (which can lag a start by a
+        moment); each one's latest text from the run, a few at a time. A run that
+        cannot say (no worker answers, its input was invalid) is listed as visibility
+        shows it, without its text: one run never fails the list.
+        """
         try:
             check_id(owner_thread_id)
         except ValueError:
             return []  # no run can have such an owner
-        owner = query_literal(owner_thread_id)
-        query = f"WorkflowType = '{WORKFLOW_TYPE}' AND {OWNER_THREAD_ID.name} = {owner}"
-        run_ids = {execution.id async for execution in self.temporal.list_workflows(query)}
-        found = await asyncio.gather(*(self.summary(owner_thread_id, r) for r in run_ids))
-        return sorted((s for s in found if s is not None), key=lambda s: s.run_id)
+        listed = await list_owner_runs(self.temporal, owner_thread_id, statuses, agents)
+        # A running run may have moved on: asked, it says its status now.
+        wanted = [
+            run
+            for run in listed.values()
+            if not statuses or run.summary.status in statuses or run.closed is None
+        ]
+        listing = Listing()
+        found = await asyncio.gather(*(self._reader.current(run, listing) for run in wanted))
+        kept = [s for s in found if not statuses or s.status in statuses]
+        return sorted(kept, key=lambda s: s.run_id)
 
     async def running_or_stopped(self, owner_thread_id: str) -> list[RunSummary]:
         """The owner's runs that are running or stopped, sorted by run_id."""
-        runs = await self.all(owner_thread_id)
-        return [run for run in runs if run.status in ("running", "stopped")]
+        return await self.all(owner_thread_id, statuses=_LIVE)
+
+    async def subtree(self, owner_thread_id: str, run_id: str) -> list[ListedRun]:
+        """The run and its descendants of the same owner, each with its current epoch's
+        start and close time: depth first, the run first, siblings by run_id.
+
+        Raises:
+            DelegationError: ``Unknown run_id: …``.
+        """
+        seen = await self._reader.visible(owner_thread_id, run_id)
+        if seen is None:
+            raise unknown_run(run_id)
+        root = await self._reader.current(seen)
+        return [run.listed(summary) for run, summary in await self._tree(seen, root)]
 
     async def stop_tree(self, owner_thread_id: str, run_id: str) -> list[RunSummary]:
         """Stop the run and every running descendant; the subtree's summaries, root first.
@@ -148,16 +180,17 @@ class AgentRunClient:
         Raises:
             DelegationError: ``Unknown run_id: …`` or ``Run '…' is not running …``.
         """
-        root = await self.summary(owner_thread_id, run_id)
-        if root is None:
+        seen = await self._reader.visible(owner_thread_id, run_id)
+        if seen is None:
             raise unknown_run(run_id)
+        root = await self._reader.current(seen)
         # A stopped run cancels the children it runs (workflows/_children.py), so the
         # root's cancel goes out at once and cascades through Temporal while the walk
         # finds the runs no running parent will cancel: one cancel per run.
-        cascaded = {root.run_id} if root.status == "running" else set()
-        first = asyncio.create_task(self._cancel(root.run_id)) if cascaded else None
-        tree = await self._subtree(root, cascaded)
-        running = {s.run_id: s for s in tree if s.status == "running"}
+        first = asyncio.create_task(self._cancel(root.run_id)) if root.status == "running" else None
+        tree = await self._tree(seen, root)
+        running = {s.run_id: s for _, s in tree if s.status == "running"}
+        cascaded = _cascaded(tree) | ({root.run_id} if first else set())
         if first is not None:
             await first
             running[root.run_id] = root
@@ -166,7 +199,7 @@ class AgentRunClient:
         await asyncio.gather(*(self._cancel(r) for r in running if r not in cascaded))
         finals = await asyncio.gather(*(self._final(s) for s in running.values()))
         closed = {final.run_id: final for final in finals}
-        return [closed.get(s.run_id, s) for s in tree]
+        return [closed.get(s.run_id, s) for _, s in tree]
 
     async def resume(
         self, owner_thread_id: str, run_id: str, prompt: str | None = None
@@ -183,7 +216,7 @@ class AgentRunClient:
             raise not_resumable(run_id, summary.status)
         if summary.parent_run_id and await self._resume_through_parent(summary, prompt):
             return await self.summary(owner_thread_id, run_id) or summary
-        state = await self._query(run_id, QUERY_RUN_STATE, RunState)
+        state = await self._reader.query(run_id, QUERY_RUN_STATE, RunState)
         if state is None:
             raise unknown_run(run_id)
         thread = [*state.thread, Message.user(prompt)] if prompt else state.thread
@@ -208,25 +241,32 @@ class AgentRunClient:
     ) -> RunSummary:
         """Wait until the run is no longer running; its final summary.
 
-        A worker that cannot answer the summary query for now (too busy to answer in
-        time, or its workflow task failed and is being retried) does not end the wait:
-        it waits for the run to close, through Temporal, and asks again.
+        Temporal says when the run's workflow has closed, however it closed (failed,
+        terminated, timed out): a run that closed without saying so itself ends the
+        wait too, with the status its close gives. A worker that cannot answer for now
+        (too busy, or its workflow task failed and is being retried) does not end the
+        wait: it waits for the run to close, through Temporal, and asks again.
         """
+        clock = asyncio.get_running_loop().time
 
         async def settle() -> RunSummary:
+            pause = 0.0
             while True:
                 try:
                     summary = await self.summary(owner_thread_id, run_id)
                 except RPCError as err:
                     if err.status not in _WAIT_RETRY_STATUSES:
                         raise
-                    await self._closed(run_id)
-                    continue
-                if summary is None:
-                    raise unknown_run(run_id)
-                if summary.status != "running":
-                    return summary
+                else:
+                    if summary is None:
+                        raise unknown_run(run_id)
+                    if summary.status != "running":
+                        return summary
+                await asyncio.sleep(pause)
+                began = clock()
                 await self._closed(run_id)
+                quick = clock() - began < _WAIT_PAUSE_LONGEST
+                pause = min(max(pause * 2, _WAIT_PAUSE_FIRST), _WAIT_PAUSE_LONGEST) if quick else 0
 
         return await asyncio.wait_for(settle(), timeout)
 
@@ -240,9 +280,11 @@ class AgentRunClient:
         """The run's events from ``from_offset``: live while it runs, then to its end.
 
         With ``descendants``, the events of every run it delegates are merged in as
-        they start (each from its beginning); each event names its run.
+        they start (each from its beginning); each event names its run. An event this
+        version cannot read is skipped, and one of a kind it does not know (from a
+        newer worker) comes with its kind's name and text.
         """
-        if await self.summary(owner_thread_id, run_id) is None:
+        if await self._reader.visible(owner_thread_id, run_id) is None:
             raise unknown_run(run_id)
         if not descendants:
             async for item in self._follow(run_id, from_offset):
@@ -288,25 +330,18 @@ class AgentRunClient:
             for task in tasks:
                 task.cancel()
 
-    async def _subtree(
-        self, root: RunSummary, cascaded: set[str] | None = None
-    ) -> list[RunSummary]:
-        """The run and its descendants of the same owner, depth first, root first.
-
-        ``cascaded`` collects the runs a stop of their running parent cancels itself.
-        """
-        children = await self._query(root.run_id, QUERY_CHILDREN, list[RunSummary]) or []
-        ordered = sorted(children, key=lambda c: c.run_id)
-        if cascaded is not None and root.status == "running":
-            cascaded.update(c.run_id for c in ordered if c.status == "running")
-        # Siblings are read at once: a wide tree costs one round trip per level. Each
-        # child's own summary, not its parent's record of it: the latest text is there.
-        currents = await asyncio.gather(
-            *(self.summary(root.owner_thread_id, child.run_id) for child in ordered)
-        )
-        mine = [c for c in currents if c is not None and c.parent_run_id == root.run_id]
-        subtrees = await asyncio.gather(*(self._subtree(current, cascaded) for current in mine))
-        return [root, *(summary for subtree in subtrees for summary in subtree)]
+    async def _tree(
+        self, seen: VisibleRun, root: RunSummary
+    ) -> list[tuple[VisibleRun, RunSummary]]:
+        """The run and its descendants of the same owner, depth first, root first, each
+        as visibility lists it and as it is now."""
+        root_id = seen.execution.root_id or root.run_id
+        runs = await list_tree(self.temporal, root.owner_thread_id, root_id)
+        below = [runs[r] for r in _descendants(runs, root.run_id)]
+        listing = Listing()
+        # Each run's own summary, not its parent's record of it: the latest text is there.
+        currents = await asyncio.gather(*(self._reader.current(run, listing) for run in below))
+        return [(seen, root), *zip(below, currents, strict=True)]
 
     async def _resume_through_parent(self, summary: RunSummary, prompt: str | None) -> bool:
         parent = self.temporal.get_workflow_handle(summary.parent_run_id or "")
@@ -345,29 +380,9 @@ class AgentRunClient:
             static_details=static_details(run_input, run_id),
         )
 
-    async def _query(self, run_id: str, name: str, result_type: type[T]) -> T | None:
-        handle: WorkflowHandle[object, object] = self.temporal.get_workflow_handle(run_id)
-        for attempt in (1, 2):
-            try:
-                # Queries need a worker: without one, give up in 2 x 10 s, not 30 s.
-                result: T = await handle.query(
-                    name, result_type=result_type, rpc_timeout=QUERY_TIMEOUT
-                )
-                return result
-            except RPCError as err:
-                if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-                    return None
-                # A query that lands as the run closes can go unanswered (the worker
-                # evicts the run with the query buffered); asked again, it is answered.
-                if attempt == 2 or err.status not in _QUERY_RETRY_STATUSES:
-                    raise
-            except WorkflowQueryFailedError:
-                return None
-        return None
-
     async def _cancel(self, run_id: str) -> None:
         try:
-            await self.temporal.get_workflow_handle(run_id).cancel()
+            await self._reader.bounded(self.temporal.get_workflow_handle(run_id).cancel())
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
@@ -381,9 +396,8 @@ class AgentRunClient:
         """
         handle = self.temporal.get_workflow_handle(running.run_id, result_type=RunSummary)
         try:
-            return await asyncio.wait_for(
-                handle.result(follow_runs=True),
-                _CLOSE_WAIT.total_seconds(),
+            return await self._reader.bounded(
+                asyncio.wait_for(handle.result(follow_runs=True), _CLOSE_WAIT.total_seconds())
             )
         except WorkflowFailureError as err:
             cause = err.cause
@@ -402,6 +416,37 @@ class AgentRunClient:
             WorkflowFailureError, WorkflowContinuedAsNewError, RPCError, TimeoutError
         ):
             await asyncio.wait_for(handle.result(follow_runs=True), _CLOSE_WAIT.total_seconds())
+
+
+def _descendants(runs: dict[str, VisibleRun], top: str) -> list[str]:
+    """The run ids below ``top``, depth first, siblings by run_id."""
+    children: dict[str, list[str]] = {}
+    for run_id, run in runs.items():
+        if run.summary.parent_run_id is not None:
+            children.setdefault(run.summary.parent_run_id, []).append(run_id)
+    order: list[str] = []
+    visited = {top}
+    stack = sorted(children.get(top, []), reverse=True)
+    while stack:
+        run_id = stack.pop()
+        if run_id in visited:
+            continue
+        visited.add(run_id)
+        order.append(run_id)
+        stack.extend(sorted(children.get(run_id, []), reverse=True))
+    return order
+
+
+def _cascaded(tree: list[tuple[VisibleRun, RunSummary]]) -> set[str]:
+    """The running runs whose running parent stops them itself when it stops."""
+    status = {summary.run_id: summary.status for _, summary in tree}
+    return {
+        summary.run_id
+        for run, summary in tree
+        if summary.status == "running"
+        and run.execution.parent_id is not None
+        and status.get(run.execution.parent_id) == "running"
+    }
 
 
 def _new_run_id(run_id: str | None) -> str:

@@ -6,17 +6,25 @@ poll, more than the events it delivers at a steady 100 a second. A follower here
 with the stream's documented poll *query* instead (``__temporal_workflow_stream_poll``,
 the read the library itself makes of a closed run): a query leaves no history. It polls
 fast while events flow and backs off while the run is quiet.
+
+A newer worker may publish what this version cannot read: an event of a kind it does
+not know is delivered with that kind's name and whatever text it has, and an item
+that is no event at all (not JSON, not an object) is skipped. Its offset is passed
+all the same, so a follower never stops on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 from collections.abc import AsyncIterator
 
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.workflow_streams import PollInput, PollResult
+from temporalio.converter import PayloadConverter
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun._constants import EVENTS_TOPIC
@@ -52,10 +60,9 @@ async def follow(
         )
         finished = False
         for item in result.items:
-            # The documented wire form of a stream item: base64 of a serialized Payload.
-            event: AgentEvent = converter.from_payload(
-                Payload.FromString(base64.b64decode(item.data)), AgentEvent
-            )
+            event = _event(converter, item.data, run_id)
+            if event is None:
+                continue
             finished = finished or event.kind == "finish"
             yield item.offset, event
         offset = result.next_offset
@@ -82,3 +89,40 @@ async def _closed(client: Client, run_id: str) -> bool:
             return True
         raise
     return description.status != WorkflowExecutionStatus.RUNNING
+
+
+def _event(converter: PayloadConverter, data: str, run_id: str) -> AgentEvent | None:
+    """A stream item as an event, leniently; None for one that is no event at all."""
+    try:
+        # The documented wire form of a stream item: base64 of a serialized Payload.
+        payload = Payload.FromString(base64.b64decode(data))
+    except (binascii.Error, DecodeError, ValueError):
+        return None
+    try:
+        # Not JSON (binary/plain) comes back as bytes, whatever type is asked for.
+        event: object = converter.from_payload(payload, AgentEvent)
+        if isinstance(event, AgentEvent):
+            return event
+    except (ValueError, TypeError, RuntimeError):
+        pass  # a newer worker's event, or an encoding this converter does not know
+    try:
+        raw: object = converter.from_payload(payload)
+    except (ValueError, TypeError, RuntimeError):
+        return None
+    return _unknown_event(raw, run_id)
+
+
+def _unknown_event(raw: object, run_id: str) -> AgentEvent | None:
+    """What an event this version cannot validate says that it can: run, kind, text."""
+    if not isinstance(raw, dict):
+        return None
+    kind = raw.get("kind")
+    if not isinstance(kind, str) or not kind:
+        return None
+    text, epoch, source = raw.get("text"), raw.get("epoch"), raw.get("run_id")
+    return AgentEvent(
+        run_id=source if isinstance(source, str) else run_id,
+        epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0,
+        kind=kind,
+        text=text if isinstance(text, str) else None,
+    )

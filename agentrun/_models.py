@@ -7,7 +7,7 @@ histories keep working.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 from temporalio.contrib.workflow_streams import WorkflowStreamState
@@ -227,6 +227,7 @@ EventKind = Literal[
     "error",
     "finish",
 ]
+EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
 
 
 class AgentEvent(BaseModel):
@@ -234,11 +235,14 @@ class AgentEvent(BaseModel):
 
     Events a turn activity publishes carry ``turn`` and a per-turn ``seq`` so that a
     retried turn can recognise the events its killed attempt had already published.
+    ``kind`` is one of ``EventKind``, or, read from a newer worker's stream, a kind this
+    version does not know (``EVENT_KINDS`` has the known ones): a follower shows or
+    skips it, never fails on it.
     """
 
     run_id: str
     epoch: int
-    kind: EventKind
+    kind: EventKind | str
     turn: int = 0
     seq: int = -1
     text: str | None = None

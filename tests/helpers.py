@@ -117,3 +117,28 @@ def spawn_worker(address: str, queue: str, **extra_env: str) -> subprocess.Popen
         **extra_env,
     }
     return subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=variables)
+
+
+async def agentrun_cli(
+    address: str, queue: str, owner: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``agentrun *args`` as its own process, as ``owner``, on ``queue`` at ``address``.
+
+    In a thread: an in-process worker needs the test's event loop to serve the command.
+    """
+    variables = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "AGENTRUN_TASK_QUEUE": queue,
+        "AGENTRUN_OWNER": owner,
+        "COLUMNS": "200",  # wide enough that no table or tree line wraps
+    }
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agentrun.cli", *args],
+        cwd=ROOT,
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

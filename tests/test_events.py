@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.testing import WorkflowEnvironment
 
 from agentrun import AgentRunClient, StreamedEvent
-from tests.helpers import child, history_events, run, script
+from agentrun._constants import EVENTS_TOPIC
+from tests.conftest import server_address
+from tests.helpers import agentrun_cli, child, eventually, history_events, run, script
 
 
 async def collect(runs: AgentRunClient, owner: str, run_id: str, **options) -> list[StreamedEvent]:
@@ -111,3 +117,38 @@ async def test_a_streaming_turn_sends_its_events_in_batches(
     # 40 steps, 80 events, in a few 50 ms batches (or the turn's result): not a signal
     # per step, and no signal per thing said.
     assert len(signals) <= 5
+
+
+async def test_events_of_a_newer_kind_are_shown_and_unreadable_items_skipped(
+    env: WorkflowEnvironment, runs: AgentRunClient, temporal: Client, queue: str, owner: str
+):
+    """A newer worker may publish kinds this version does not know (issue #18, finding 7)."""
+    run_id = await runs.start(owner, "scripted", script({"say": "before"}, {"sleep": 60}))
+    await eventually(lambda: runs.summary(owner, run_id), lambda s: s and s.assistant)
+    stream = WorkflowStreamClient.create(temporal, run_id)
+    topic = stream.topic(EVENTS_TOPIC)
+    topic.publish({"run_id": run_id, "epoch": 1, "kind": "thinking", "text": "pondering"})
+    topic.publish(Payload(metadata={"encoding": b"json/plain"}, data=b"{not json"))
+    topic.publish(Payload(metadata={"encoding": b"binary/plain"}, data=b"\xff\x00"))
+    topic.publish({"run_id": run_id, "epoch": 1, "kind": "message", "message": {"role": 7}})
+    await stream.flush()
+    await runs.stop_tree(owner, run_id)
+    followed = await asyncio.wait_for(collect(runs, owner, run_id), 20)
+    kinds = [(e.event.kind, e.event.text) for e in followed]
+    assert ("thinking", "pondering") in kinds
+    assert ("message", None) in kinds  # a known kind whose fields do not validate
+    assert kinds[-1][0] == "finish"  # the follower went on past what it could not read
+    offsets = [e.offset for e in followed]
+    assert offsets == sorted(offsets) and len(offsets) == len(set(offsets))
+    address = server_address(env)
+    watched = await agentrun_cli(address, queue, owner, "watch", run_id)
+    assert watched.returncode == 0, watched.stderr
+    assert "Traceback" not in watched.stdout + watched.stderr
+    line = next(line for line in watched.stdout.splitlines() if "pondering" in line)
+    assert "<thinking>" in line
+    as_json = await agentrun_cli(address, queue, owner, "watch", run_id, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    events = [json.loads(line)["event"] for line in as_json.stdout.splitlines()]
+    assert {"run_id": run_id, "epoch": 1, "kind": "thinking", "text": "pondering"} in [
+        {k: v for k, v in e.items() if k in ("run_id", "epoch", "kind", "text")} for e in events
+    ]

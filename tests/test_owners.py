@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
 
 from agentrun import AgentRunClient, DelegationError
 from tests.helpers import eventually, run, script, tool_results
@@ -82,3 +84,25 @@ async def test_a_run_id_another_owner_took_never_blocks_or_reveals_a_delegation(
     assert await runs.summary(intruder, squatted) == before
     if state == "running":
         await runs.stop_tree(intruder, squatted)
+
+
+async def test_another_owners_closed_run_is_refused_before_any_worker_is_asked(
+    test_agents_client: Client, temporal: Client, queue: str, owner: str
+):
+    """Whose run it is comes from Temporal (describe) before any query: another owner's
+    closed run costs what a missing one does, not a replay of its history on a worker
+    (issue #18, finding 12)."""
+    runs = AgentRunClient(temporal, queue)
+    async with Worker(test_agents_client, task_queue=queue):
+        run_id = await runs.start(owner, "scripted", script({"say": "secret"}))
+        done = await runs.wait(owner, run_id, timeout=20)
+    # No worker serves the queue now: a query of the run would wait for one, then fail.
+    intruder = f"{owner}-intruder"
+    assert await runs.summary(intruder, run_id) is None
+    assert await runs.summary(intruder, f"{run_id}-missing") is None
+    assert await runs.thread(intruder, run_id) is None
+    with pytest.raises(DelegationError, match=f"^Unknown run_id: {run_id}$"):
+        await runs.wait(intruder, run_id, timeout=20)
+    # Its owner reads it without a worker too: a completed run's result is its summary.
+    assert await runs.summary(owner, run_id) == done
+    assert (done.status, done.assistant) == ("completed", "secret")

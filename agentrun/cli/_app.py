@@ -178,23 +178,18 @@ def list_runs(
 ) -> None:
     """List the owner's runs: running and stopped ones unless --all or --status.
 
-    Listing reads Temporal's visibility store, which can lag a start by a moment.
-    With --json: an array of run summaries.
+    Listing reads Temporal's visibility store, which can lag a start by a moment,
+    then each listed run's latest output, a few runs at a time. A run that cannot
+    tell its output (no worker answers, or its input was invalid) is listed without
+    it. With --json: an array of run summaries.
     """
     owner = checked_owner(owner)
     statuses: set[Status] = {choice.value for choice in status or []}
     agents = set(agent or [])
 
     async def list_them(runs: AgentRunClient) -> int:
-        if all_runs or statuses:
-            found = await runs.all(owner)
-        else:
-            found = await runs.running_or_stopped(owner)
-        found = [
-            s
-            for s in found
-            if (not statuses or s.status in statuses) and (not agents or s.agent_id in agents)
-        ]
+        wanted = statuses or (None if all_runs else {"running", "stopped"})
+        found = await runs.all(owner, statuses=wanted, agents=agents)
         if json_output:
             print_json_line(render.summaries_json(found))
         elif found:

@@ -28,7 +28,7 @@ from temporalio.runtime import (
 )
 from temporalio.service import RPCError
 
-from agentrun._client import AgentRunClient, DelegationError
+from agentrun._client import AgentRunClient, DelegationError, NoAnswerError
 from agentrun._connection import DEFAULT_ADDRESS, connect
 from agentrun._observability import ObservabilityError, flush_tracing, tracing_plugins
 from agentrun._plugin import AgentRunPlugin
@@ -174,6 +174,8 @@ def execute(address: str | None, command: Callable[[AgentRunClient], Awaitable[i
         if not str(err).startswith(CONNECT_FAILED):
             raise
         unreachable(target, err)
+    except NoAnswerError as err:
+        fail(str(err), EXIT_UNREACHABLE)  # names the run and the task queue
     except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
         if not is_transient(err):
             fail(f"Temporal at {target} refused the request: {err}")

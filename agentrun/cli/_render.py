@@ -17,7 +17,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from agentrun._client import StreamedEvent
-from agentrun._models import AgentEvent, Message, RunSummary, Status
+from agentrun._models import EVENT_KINDS, AgentEvent, Message, RunSummary, Status
 from agentrun.cli._views import RunDetails, RunNode, Timing
 
 __all__ = [
@@ -93,15 +93,17 @@ def event_line(item: StreamedEvent, styles: dict[str, str]) -> str | None:
     """An event as one line of markup prefixed by its run; None for a text delta.
 
     Deltas are left out: the ``message`` event that follows carries the whole text.
+    A kind this version does not know (a newer worker's) is shown as ``<kind>``.
     """
     detail = event_detail(item.event)
     if detail is None:
         return None
     run_id = item.event.run_id
     style = styles.setdefault(run_id, RUN_STYLES[len(styles) % len(RUN_STYLES)])
+    kind = item.event.kind if item.event.kind in EVENT_KINDS else f"<{item.event.kind}>"
     return (
         f"[{style}]{escape(run_id):<18}[/] [dim]{item.offset:>4}[/] "
-        f"{item.event.kind:<14} {escape(clip(detail))}"
+        f"{escape(clip(kind, 40)):<14} {escape(clip(detail))}"
     )
 
 
@@ -157,7 +159,7 @@ def runs_table(summaries: list[RunSummary]) -> Table:
     for summary in summaries:
         table.add_row(
             escape(summary.run_id),
-            escape(summary.agent_id),
+            escape(summary.agent_id or "-"),
             status_markup(summary.status),
             str(summary.epoch),
             escape(summary.parent_run_id or "-"),

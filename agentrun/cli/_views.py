@@ -1,7 +1,8 @@
 """What the command line shows of runs: trees, lineage and timing, gathered from Temporal.
 
-Summaries come from the owner-scoped client (a run of another owner is unknown);
-timing comes from describing each run's current workflow execution (its epoch).
+Summaries come from the owner-scoped client (a run of another owner is unknown); a
+tree and its timing from Temporal's visibility store (``AgentRunClient.subtree``), a
+single run's timing from describing its current workflow execution (its epoch).
 """
 
 from __future__ import annotations
@@ -86,19 +87,17 @@ async def run_tree(runs: AgentRunClient, owner: str, run_id: str) -> RunNode:
     Raises:
         DelegationError: the run is unknown to ``owner``.
     """
-    return await _node(runs, await owned_summary(runs, owner, run_id))
-
-
-async def _node(runs: AgentRunClient, summary: RunSummary) -> RunNode:
-    listed, run_timing = await asyncio.gather(
-        _children(runs, summary.run_id), timing(runs, summary.run_id)
-    )
-    current = await asyncio.gather(
-        *(runs.summary(summary.owner_thread_id, c.run_id) for c in listed)
-    )
-    mine = [c for c in current if c is not None and c.parent_run_id == summary.run_id]
-    children = await asyncio.gather(*(_node(runs, child) for child in mine))
-    return RunNode(summary, run_timing, sorted(children, key=lambda n: n.summary.run_id))
+    listed = await runs.subtree(owner, run_id)
+    nodes = [
+        RunNode(run.summary, Timing(started_at=run.started_at, closed_at=run.closed_at))
+        for run in listed
+    ]
+    by_id = {node.summary.run_id: node for node in nodes}
+    top = nodes[0]
+    # Depth first, siblings by run_id: each run comes after its parent.
+    for node in nodes[1:]:
+        by_id.get(node.summary.parent_run_id or "", top).children.append(node)
+    return top
 
 
 async def _children(runs: AgentRunClient, run_id: str) -> list[RunSummary]:

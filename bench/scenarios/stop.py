@@ -109,7 +109,7 @@ async def stop_once(runs: AgentRunClient, size: int) -> tuple[float, float, floa
     summary = await runs.summary(owner, root)
     assert summary is not None
     walk_start = time.perf_counter()
-    await runs._subtree(summary)  # what stop_tree does first, timed alone for the breakdown
+    await runs.subtree(owner, root)  # what stop_tree does first, timed alone for the breakdown
     walk = time.perf_counter() - walk_start
     start, wall_start = time.perf_counter(), time.time()
     await runs.stop_tree(owner, root)
@@ -118,7 +118,7 @@ async def stop_once(runs: AgentRunClient, size: int) -> tuple[float, float, floa
     seen = time.perf_counter() - start
     last_close = await _last_close(runs.temporal, owner) - wall_start
     walk_start = time.perf_counter()
-    await runs._subtree(summary)  # the walk stop_tree ends with, now over closed runs
+    await runs.subtree(owner, root)  # the walk stop_tree ends with, now over closed runs
     return seen, last_close, walk, time.perf_counter() - walk_start
 
 
