@@ -31,7 +31,8 @@ lint: venv
 test: lint
 	$(BIN)/pytest -q
 
-# Stress runs of a minute or more, not part of test: 50 trees of 10 runs on one worker.
+# Stress runs of minutes, not part of test: 50 trees of 10 runs on one worker, and an
+# owner with 10,000 runs listed, drawn and stopped (AGENTRUN_STRESS_OWNER_RUNS=N for another size).
 stress: venv
 	AGENTRUN_STRESS=1 $(BIN)/pytest -q -s tests/test_load.py
 
