@@ -31,8 +31,9 @@ lint: venv
 test: lint
 	$(BIN)/pytest -q
 
-# Stress runs of a minute or more, not part of test: 50 trees of 10 runs on one worker,
-# and every example the property tests (isolation, fuzz) can draw (the suite draws a third).
+# Stress runs of minutes, not part of test: 50 trees of 10 runs on one worker, an owner
+# with 10,000 runs listed, drawn and stopped (AGENTRUN_STRESS_OWNER_RUNS=N for another
+# size), and every example the property tests (isolation, fuzz) can draw.
 stress: venv
 	AGENTRUN_STRESS=1 $(BIN)/pytest -q -s tests/test_load.py tests/test_isolation.py tests/test_fuzz.py
 
