@@ -1,6 +1,6 @@
-"""A running turn's beat: flushes its events, heartbeats its checkpoint, reports output.
+"""A running turn's beat: flushes its events, then heartbeats its checkpoint.
 
-One loop does all three, in that order, so a heartbeated checkpoint never runs ahead
+One loop does both, in that order, so a heartbeated checkpoint never runs ahead
 of the events on the stream: a retry resumes from it and re-publishes only what the
 dead attempt had not flushed. The events a turn has not sent when it ends go back in
 its result instead (the workflow publishes them): a short turn costs no signal at all.
@@ -13,55 +13,25 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from typing import Any
 
 from temporalio import activity
-from temporalio.client import WorkflowHandle
 from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
 from temporalio.service import RPCError
 
-from agentrun._agents import Step
-from agentrun._constants import HEARTBEAT_EVERY, OUTPUT_REPORT_EVERY, SIGNAL_ASSISTANT_OUTPUT
-from agentrun._models import AgentEvent, AssistantOutput, TurnCheckpoint, TurnInput
+from agentrun._constants import HEARTBEAT_EVERY
+from agentrun._models import AgentEvent, TurnCheckpoint, TurnInput
 
 logger = logging.getLogger(__name__)
 
 
 class Progress:
-    """The turn's latest checkpoint, events not yet sent, and assistant text."""
+    """The turn's latest checkpoint, and its events not yet sent. The checkpoint's
+    messages are also how readers see the turn's latest text (``agentrun._live_text``)."""
 
     def __init__(self, checkpoint: TurnCheckpoint) -> None:
         self.checkpoint = checkpoint
         self.unsent: list[AgentEvent] = []
         self.wake = asyncio.Event()  # set when an event is added to ``unsent``
-        self.output: str | None = None
-
-
-def last_text(step: Step) -> str | None:
-    """The step's last assistant text, if it said any."""
-    texts = [m.content for m in step.messages if m.role == "assistant" and m.content]
-    return texts[-1] if texts else None
-
-
-class _OutputReporter:
-    """Tells the run its latest assistant text, so ``agent_output`` sees it mid-turn.
-
-    At most one signal per ``OUTPUT_REPORT_EVERY`` (the first at once): every signal is
-    history, and an agent that says something every step would double its history.
-    """
-
-    def __init__(self, handle: WorkflowHandle[Any, Any], turn: TurnInput) -> None:
-        self._handle = handle
-        self._turn = turn
-        self._sent: str | None = None
-        self._sent_at = -OUTPUT_REPORT_EVERY
-
-    async def report(self, text: str | None, now: float) -> None:
-        if text is None or text == self._sent or now - self._sent_at < OUTPUT_REPORT_EVERY:
-            return
-        output = AssistantOutput(epoch=self._turn.epoch, turn=self._turn.turn, text=text)
-        await self._handle.signal(SIGNAL_ASSISTANT_OUTPUT, output)
-        self._sent, self._sent_at = text, now
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +39,6 @@ async def beating(
     progress: Progress,
     stream: WorkflowStreamClient,
     topic: TopicHandle[AgentEvent],
-    handle: WorkflowHandle[Any, Any],
     turn: TurnInput,
     batch: timedelta,
 ) -> AsyncIterator[None]:
@@ -80,7 +49,6 @@ async def beating(
     responses); events go out every ``batch`` (a signal each, so a longer batch is less
     history and later events).
     """
-    reporter = _OutputReporter(handle, turn)
     clock = asyncio.get_running_loop().time
     every = batch.total_seconds()
 
@@ -102,7 +70,6 @@ async def beating(
                 await stream.flush()  # at once when nothing was handed over
                 if latest_sent and latest is not durable:
                     durable, details = latest, latest.model_dump(mode="json")
-                await reporter.report(progress.output, now)
             except RPCError as err:  # the server is away: beat the last durable one
                 logger.warning("Turn of %s could not flush its events: %s", turn.run_id, err)
             if now - beaten_at >= HEARTBEAT_EVERY:

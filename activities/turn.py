@@ -43,7 +43,7 @@ from agentrun._models import (
     TurnInput,
     TurnResult,
 )
-from agentrun.activities._beat import Progress, beating, last_text
+from agentrun.activities._beat import Progress, beating
 from agentrun.activities._owners import OwnerSlots
 from agentrun.activities._threads import ThreadCache
 from agentrun.activities._toolbox import Toolbox, toolbox
@@ -122,8 +122,8 @@ class TurnActivities:
             return TurnResult(error=f"Unknown or unavailable agent_id: {turn.agent_id}")
         info = activity.info()
         client = activity.client()
-        # Pinned to this execution: a late turn of a stopped epoch cannot publish to,
-        # or signal, the run's next epoch.
+        # Pinned to this execution: a late turn of a stopped epoch cannot publish to
+        # the run's next epoch.
         handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
         # Flushed by the turn's beat (activities/_beat.py), not by the client's own timer.
         stream = WorkflowStreamClient(handle, client=client)
@@ -133,7 +133,7 @@ class TurnActivities:
         # Heartbeat all along, from the first beat: the stream query a retry makes can
         # wait on a workflow task, and a silent turn would time out.
         topic = stream.topic(EVENTS_TOPIC, type=AgentEvent)
-        async with beating(progress, stream, topic, handle, turn, self._batch):
+        async with beating(progress, stream, topic, turn, self._batch):
             if turn.thread_by_query:
                 # A long thread is not carried in the turn's input: the worker's copy
                 # plus the messages since the last turn, or a read of the whole thread.
@@ -176,7 +176,6 @@ class TurnActivities:
                 for message in step.messages:
                     events.message(message)
                 progress.checkpoint = _advance(progress.checkpoint, step, events.seq)
-                progress.output = last_text(step) or progress.output
                 await yielded.now_and_then()
         except asyncio.CancelledError:
             if not _stop_requested():

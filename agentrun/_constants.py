@@ -31,6 +31,7 @@ EVENTS_TOPIC = "events"
 
 TURN_ACTIVITY = "agent_turn"
 READ_RUN_ACTIVITY = "read_run"
+READ_SUMMARY_ACTIVITY = "read_run_summary"
 
 # A cancel reaches an activity only in a heartbeat response, and heartbeats are sent
 # at most every 0.8 x heartbeat timeout, capped by the worker's throttle. A 0.3 s
@@ -44,8 +45,6 @@ TURN_START_TO_CLOSE = timedelta(hours=6)
 # workflow task is four history events. 50 ms keeps an event's trip to a follower near
 # 60 ms; longer batches trade latency for history (docs/design.md, "Streaming").
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=50)
-# A running turn tells its run its latest assistant text at most this often (seconds).
-OUTPUT_REPORT_EVERY = 1.0
 
 # Guards against runaway recursion: a tree never grows deeper than this, and one run
 # never delegates more than this many runs.

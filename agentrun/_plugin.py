@@ -217,13 +217,18 @@ class AgentRunPlugin(SimplePlugin):
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
         """Add agentrun's activities, and its tuning where the worker kept the defaults."""
-        from agentrun.activities import TurnActivities, read_run
+        from agentrun.activities import TurnActivities, read_run, read_run_summary
 
         config = super().configure_worker(config)
         turns = TurnActivities(
             self.registry(), self.settings.stream_batch_interval, self.settings.owner_turn_cap
         )
-        ours: list[Callable[..., Any]] = [turns.run_turn, read_run, *turns.tool_activities()]
+        ours: list[Callable[..., Any]] = [
+            turns.run_turn,
+            read_run,
+            read_run_summary,
+            *turns.tool_activities(),
+        ]
         config["activities"] = [*config.get("activities", []), *ours]
         _tune(config, self.settings)
         return config

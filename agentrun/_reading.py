@@ -4,7 +4,9 @@ A run is looked up with ``describe`` first, which the server answers alone: its 
 is a search attribute, so another owner's run is refused before anything else is
 asked, exactly as a run that does not exist is. Then what only the run knows:
 
-- a running run answers its ``summary`` query (its worker holds it in memory);
+- a running run answers its ``summary`` query (its worker holds it in memory), and a
+  described one's running turn adds its latest text from its heartbeated checkpoint
+  (``agentrun._live_text``);
 - a completed run's result is its summary, and a failed run's error carries it: both
   are read from the close event, by the server alone;
 - a stopped, terminated or timed-out run (or one that failed without its summary) is
@@ -25,6 +27,7 @@ from typing import TypeVar
 from temporalio.client import (
     Client,
     WorkflowContinuedAsNewError,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -35,6 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun._constants import QUERY_SUMMARY, WORKFLOW_TYPE
 from agentrun._listing import VisibleRun, visible_run
+from agentrun._live_text import with_live_text
 from agentrun._models import RunSummary
 
 __all__ = ["QUERY_TIMEOUT", "READS_AT_ONCE", "Listing", "NoAnswerError", "RunReader"]
@@ -106,9 +110,24 @@ class RunReader:
         every read is best effort and the run is summarised from visibility.
         """
         if seen.closed is None:
-            said = await self._said(seen, listing, pinned=False)
-            return said or seen.summary
+            said = await self._said(seen, listing, pinned=False) or seen.summary
+            return await self._live(seen, said, listing)
         return await self._closed(seen, listing)
+
+    async def _live(
+        self, seen: VisibleRun, said: RunSummary, listing: Listing | None
+    ) -> RunSummary:
+        """``said`` with its running turn's latest text, from a describe of the run."""
+        if isinstance(seen.execution, WorkflowExecutionDescription):
+            return await with_live_text(self._client, seen.execution, said)
+        handle = self._client.get_workflow_handle(said.run_id, run_id=seen.execution.run_id)
+        try:
+            description = await self.bounded(handle.describe(rpc_timeout=QUERY_TIMEOUT))
+        except RPCError:
+            if listing is None:
+                raise
+            return said
+        return await with_live_text(self._client, description, said)
 
     async def query(
         self,

@@ -22,7 +22,7 @@ from agentrun._constants import OWNER_THREAD_ID, WORKFLOW_TYPE
 from agentrun._models import AgentRunInput
 from agentrun._visibility import start_search_attributes
 from tests.conftest import server_address, temporal_binary
-from tests.helpers import agentrun_cli, eventually, script
+from tests.helpers import agentrun_cli, eventually, script, tool
 
 LONG = {"sleep": 60}
 
@@ -30,8 +30,11 @@ LONG = {"sleep": 60}
 async def test_wait_returns_stopped_for_a_terminated_run(
     runs: AgentRunClient, temporal: Client, owner: str
 ):
-    run_id = await runs.start(owner, "scripted", script({"say": "working"}, LONG))
-    await eventually(lambda: runs.summary(owner, run_id), lambda s: s and s.assistant == "working")
+    # A terminated run keeps the text of its finished turns: a turn cut off by a
+    # terminate never hands its messages back (docs/reliability.md).
+    steps = ({"say": "working"}, tool("agent_output", run_id="none"), LONG)
+    run_id = await runs.start(owner, "scripted", script(*steps))
+    await eventually(lambda: runs.thread(owner, run_id), lambda t: t and len(t) >= 3)
     await temporal.get_workflow_handle(run_id).terminate(reason="operator")
     done = await runs.wait(owner, run_id, timeout=30)
     assert (done.status, done.assistant) == ("stopped", "working")

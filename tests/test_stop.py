@@ -22,7 +22,10 @@ async def three_level_tree(runs: AgentRunClient, owner: str) -> str:
     root = await runs.start(
         owner, "scripted", script(run("scripted", middle, background=True), LONG)
     )
-    await eventually(lambda: runs.summary(owner, f"{root}.1.1"), lambda s: s is not None)
+    await eventually(
+        lambda: runs.summary(owner, f"{root}.1.1"),
+        lambda s: s is not None and s.assistant == "grandchild working",
+    )
     return root
 
 

@@ -22,6 +22,7 @@ from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 from agentrun._constants import (
     MAX_CHILDREN_PER_RUN,
     READ_RUN_ACTIVITY,
+    READ_SUMMARY_ACTIVITY,
     WORKFLOW_TYPE,
 )
 from agentrun._delegation import (
@@ -49,10 +50,13 @@ from agentrun._models import (
 from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
 
-# How long a stop waits for a stopped child to report that it has closed.
+# How long a stop waits for its stopped children to be seen closed and read.
 STOP_SETTLE_TIMEOUT = timedelta(seconds=30)
 # How long a resume waits for a child stopped from outside to be seen closed.
 SETTLE_TIMEOUT = timedelta(seconds=10)
+# Runs that read a stopped child's summary from the child's own execution, not from a
+# signal it sent: patched, so runs from before replay as they ran.
+CHILD_REPORT_PATCH = "child-report-from-execution"
 # Ids a new child tries: its number, then that with a random suffix (docs/reliability.md).
 CHILD_ID_ATTEMPTS = 3
 
@@ -285,11 +289,14 @@ class Children:
     async def _watch(
         self, handle: ChildWorkflowHandle[object, RunSummary], run_id: str, epoch: int
     ) -> None:
+        """Settle a child from its own execution: how it closed is Temporal's record of
+        it, its summary is its result, its failure's details, or what it says when read
+        after closing. No signal any client could forge is taken for it."""
         try:
             summary = await handle
         except ChildWorkflowError as err:
             if not self._running(run_id, epoch):
-                return  # the child reported its stopped summary itself
+                return  # a run from before: the child reported its stopped summary itself
             summary = await self._closed_summary(run_id, err)
         self.settle(summary.model_copy(update={"epoch": epoch}))
 
@@ -310,9 +317,13 @@ class Children:
                 return RunSummary.model_validate(cause.details[0])
             except ValueError:
                 pass
-        state = await self._read(run_id)
-        if state is not None and state.summary.status != "running":
-            return state.summary
+        if workflow.patched(CHILD_REPORT_PATCH):
+            said = await self._read_summary(run_id)
+        else:  # how runs from before read it
+            state = await self._read(run_id)
+            said = state.summary if state is not None else None
+        if said is not None and said.status != "running":
+            return said
         known = self.table[run_id]
         status = "failed" if isinstance(cause, ApplicationError) else "stopped"
         return known.model_copy(update={"status": status, "error": str(cause or err)})
@@ -338,3 +349,12 @@ class Children:
             start_to_close_timeout=timedelta(seconds=30),
         )
         return state
+
+    async def _read_summary(self, run_id: str) -> RunSummary | None:
+        summary: RunSummary | None = await workflow.execute_activity(
+            READ_SUMMARY_ACTIVITY,
+            ReadRunInput(run_id=run_id),
+            result_type=RunSummary | None,  # type: ignore[arg-type]
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        return summary

@@ -5,6 +5,9 @@ data is not base64 of a ``Payload`` fails inside the stream's handler: a ``Value
 fails the whole run, any other error fails the workflow task, which Temporal retries
 forever. A batch that decodes but is not this run's events would reach every follower.
 Such a batch is dropped whole, with a warning; the run goes on. Deterministic code.
+
+The guard also hands the latest assistant text of a batch to the run, for the Web UI's
+current details: display only, since any client may publish.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from temporalio import workflow
@@ -25,31 +30,43 @@ STREAM_PUBLISH_SIGNAL = "__temporal_workflow_stream_publish"
 _JSON = b"json/plain"
 
 
-def guard_stream_publish(run_id: str) -> None:
-    """Put a check in front of the stream's publish handler (call after opening it)."""
+def guard_stream_publish(run_id: str, said: Callable[[int, str], None]) -> None:
+    """Put a check in front of the stream's publish handler (call after opening it);
+    ``said(turn, text)`` gets the last assistant text of each batch taken."""
     publish = workflow.get_signal_handler(STREAM_PUBLISH_SIGNAL)
     if publish is None:
         raise RuntimeError("open the run's WorkflowStream before guarding it")
 
     def checked_publish(batch: PublishInput) -> None:
-        problem = _batch_problem(batch, run_id)
-        if problem is not None:
-            workflow.logger.warning("Dropped a stream publish to run %s: %s", run_id, problem)
-            return
+        events: list[dict[str, Any]] = []
+        for index, entry in enumerate(batch.items):
+            event = _entry_event(entry, run_id)
+            if isinstance(event, str):
+                workflow.logger.warning(
+                    "Dropped a stream publish to run %s: item %d: %s", run_id, index, event
+                )
+                return
+            events.append(event)
         publish(batch)
+        _tell_last_text(events, said)
 
     workflow.set_signal_handler(STREAM_PUBLISH_SIGNAL, checked_publish)
 
 
-def _batch_problem(batch: PublishInput, run_id: str) -> str | None:
-    for index, entry in enumerate(batch.items):
-        problem = _entry_problem(entry, run_id)
-        if problem is not None:
-            return f"item {index}: {problem}"
-    return None
+def _tell_last_text(events: list[dict[str, Any]], said: Callable[[int, str], None]) -> None:
+    for event in reversed(events):
+        message = event.get("message")
+        if event.get("kind") != "message" or not isinstance(message, dict):
+            continue
+        text, turn = message.get("content"), event.get("turn")
+        if message.get("role") == "assistant" and isinstance(text, str) and text:
+            if isinstance(turn, int):
+                said(turn, text)
+            return
 
 
-def _entry_problem(entry: PublishEntry, run_id: str) -> str | None:
+def _entry_event(entry: PublishEntry, run_id: str) -> dict[str, Any] | str:
+    """The entry's event, or what is wrong with it."""
     if entry.topic != EVENTS_TOPIC:
         return f"topic {entry.topic[:40]!r} is not {EVENTS_TOPIC!r}"
     try:
@@ -67,4 +84,4 @@ def _entry_problem(entry: PublishEntry, run_id: str) -> str | None:
         return "data is not an agentrun event"
     if event.get("run_id") != run_id:
         return f"an event of run {str(event.get('run_id'))[:80]!r}"
-    return None
+    return event

@@ -38,7 +38,6 @@ from agentrun._delegation import DelegationError, last_assistant_text
 from agentrun._models import (
     AgentEvent,
     AgentRunInput,
-    AssistantOutput,
     EventKind,
     Message,
     ResumeChildRequest,
@@ -54,7 +53,7 @@ from agentrun._models import (
 )
 from agentrun._payload_guard import PayloadTooLargeError
 from agentrun._webui import current_details
-from agentrun.workflows._children import Children, Parent
+from agentrun.workflows._children import CHILD_REPORT_PATCH, Children, Parent
 from agentrun.workflows._stream_guard import guard_stream_publish
 from agentrun.workflows._tools import call_tool
 
@@ -92,7 +91,7 @@ class AgentRunWorkflow:
         self._run_id = info.workflow_id
         self._parent_run_id = info.parent.workflow_id if info.parent else self._input.parent_run_id
         self._stream = WorkflowStream(prior_state=self._input.stream_state)
-        guard_stream_publish(self._run_id)
+        guard_stream_publish(self._run_id, self._said_on_stream)
         self._events = self._stream.topic(EVENTS_TOPIC, type=AgentEvent)
         self._thread: list[Message] = self._input.initial_thread()
         self._agent_state = dict(self._input.agent_state)
@@ -100,7 +99,6 @@ class AgentRunWorkflow:
         self._error: str | None = None
         self._turn = self._input.turn
         self._turns_here = 0
-        self._live_output: str | None = None
         self._tail_from: int | None = None  # the thread's length when the last turn began
         self._children = Children(
             Parent(self._run_id, self._input.owner_thread_id, self._input.depth, info.task_queue),
@@ -146,7 +144,6 @@ class AgentRunWorkflow:
             self._thread.extend(result.messages)
             self._agent_state = result.agent_state
             self._children.policy = result.policy
-            self._live_output = None
             if self._stop_requested() or result.stopped:
                 raise asyncio.CancelledError
             if result.error is not None:
@@ -267,10 +264,13 @@ class AgentRunWorkflow:
         await self._tell_parent()
 
     async def _tell_parent(self) -> None:
-        """Hand a stopped summary to the parent, which cannot read a canceled result."""
+        """How runs stopped before a parent read a child's summary from the child itself:
+        by a signal, which any client of the namespace could forge (docs/reliability.md).
+        Patched, so those runs replay as they ran; a run now sends nothing."""
         parent = workflow.info().parent
-        # Patched: runs that stopped before children reported themselves replay as they ran.
-        if parent is None or not workflow.patched("child-settled-signal"):
+        if parent is None or workflow.patched(CHILD_REPORT_PATCH):
+            return
+        if not workflow.patched("child-settled-signal"):
             return
         # If the parent has closed there is nothing left to tell. Awaited: a signal a
         # run sends in the workflow task that closes it is never delivered.
@@ -327,17 +327,31 @@ class AgentRunWorkflow:
     def _publish_child(self, kind: EventKind, summary: RunSummary) -> None:
         self._publish(kind, summary=summary)
 
+    def _said_on_stream(self, turn: int, text: str) -> None:
+        """A running turn's latest text, as its stream shows it: for the Web UI only.
+        The run's own record (summary, thread) takes text only from turn results."""
+        if turn == self._turn:
+            self._show(f"turn {turn} said: {text[:80]}")
+
     @workflow.signal(name=SIGNAL_CHILD_SETTLED)
-    def child_settled(self, summary: RunSummary) -> None:
-        """A child run's final summary, sent by the child as it stops."""
+    def child_settled(self, report: RawValue) -> None:
+        """A child's stopped summary, as children once reported it. Any client could
+        send one, so a run now settles its children from their own executions and
+        drops the report; runs from before replay taking it."""
+        if workflow.patched(CHILD_REPORT_PATCH):
+            workflow.logger.warning("Dropped a child_settled signal to run %s", self._run_id)
+            return
+        try:
+            summary = workflow.payload_converter().from_payload(report.payload, RunSummary)
+        except ValueError as err:
+            workflow.logger.warning("Dropped an unreadable child_settled signal: %s", err)
+            return
         self._children.settle(summary)
 
     @workflow.signal(name=SIGNAL_ASSISTANT_OUTPUT)
-    def assistant_output(self, output: AssistantOutput) -> None:
-        """A running turn's latest assistant text (for ``agent_output``)."""
-        if (output.epoch, output.turn) == (self._input.epoch, self._turn):
-            self._live_output = output.text
-            self._show(f"turn {output.turn} said: {output.text[:80]}")
+    def assistant_output(self, report: RawValue) -> None:
+        """Ignored: turns once sent their latest text this way, and any client could.
+        A running turn's text is read from its heartbeat (``agentrun._live_text``)."""
 
     @workflow.update(name="resume_child")
     async def resume_child(self, request: ResumeChildRequest) -> RunSummary:
@@ -354,7 +368,7 @@ class AgentRunWorkflow:
             run_id=self._run_id,
             agent_id=self._input.agent_id,
             status=self._status,
-            assistant=self._live_output or last_assistant_text(self._thread),
+            assistant=last_assistant_text(self._thread),
             error=self._error,
             owner_thread_id=self._input.owner_thread_id,
             parent_run_id=self._parent_run_id,
