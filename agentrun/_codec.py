@@ -27,8 +27,16 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
 from agentrun._settings import AgentRunSettings
+from agentrun._storage_guard import unreadable_payload
 
-__all__ = ["CodecError", "EncryptionCodec", "codec_from_settings", "generate_key", "parse_keys"]
+__all__ = [
+    "CodecError",
+    "EncryptionCodec",
+    "codec_from_settings",
+    "generate_key",
+    "parse_keys",
+    "tolerant_codec",
+]
 
 KEYS_ENV = "AGENTRUN_ENCRYPTION_KEYS"
 KEY_FILE_ENV = "AGENTRUN_ENCRYPTION_KEY_FILE"
@@ -115,6 +123,34 @@ class EncryptionCodec(PayloadCodec):
                 "altered data"
             ) from None
         return Payload.FromString(plain)
+
+
+class _TolerantCodec(PayloadCodec):
+    """A worker's codec: a payload no configured key opens reads as an unreadable
+    payload (``agentrun._storage_guard``) instead of failing the workflow task, which
+    Temporal would retry forever. Any client of the namespace can send one."""
+
+    def __init__(self, codec: EncryptionCodec) -> None:
+        self.codec = codec
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return await self.codec.encode(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self._decrypt(payload) for payload in payloads]
+
+    def _decrypt(self, payload: Payload) -> Payload:
+        try:
+            return self.codec.decrypt(payload)
+        except CodecError as err:
+            return unreadable_payload(str(err))
+
+
+def tolerant_codec(codec: PayloadCodec | None) -> PayloadCodec | None:
+    """``codec`` as a worker decodes with it: agentrun's encryption codec reads a
+    payload it can never open as an unreadable payload; any other codec is unchanged
+    (its errors may pass, such as a key service that is down)."""
+    return _TolerantCodec(codec) if isinstance(codec, EncryptionCodec) else codec
 
 
 def _check_key(key_id: str, key: bytes) -> None:

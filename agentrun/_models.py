@@ -182,7 +182,7 @@ def parse_run_input(raw: Any) -> AgentRunInput:
     """
     unreadable = unreadable_reason(raw)
     if unreadable is not None:
-        raise ValueError(f"AgentRun input is a stored payload that cannot be read: {unreadable}")
+        raise ValueError(f"AgentRun input is a payload that cannot be read: {unreadable}")
     if not isinstance(raw, dict):
         raise ValueError(f"AgentRun input must be a JSON object, got {type(raw).__name__}")
     try:

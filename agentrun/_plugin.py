@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
@@ -24,7 +25,7 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from agentrun._codec import EncryptionCodec, codec_from_settings
+from agentrun._codec import EncryptionCodec, codec_from_settings, tolerant_codec
 from agentrun._constants import HEARTBEAT_THROTTLE
 from agentrun._observability import RunMetricsInterceptor
 from agentrun._payload_guard import PayloadGuard, PayloadLimit, PayloadTooLargeError
@@ -220,6 +221,8 @@ class AgentRunPlugin(SimplePlugin):
         from agentrun.activities import TurnActivities, read_run, read_run_summary
 
         config = super().configure_worker(config)
+        if "client" in config:
+            config["client"] = _worker_client(config["client"])
         turns = TurnActivities(
             self.registry(), self.settings.stream_batch_interval, self.settings.owner_turn_cap
         )
@@ -232,6 +235,21 @@ class AgentRunPlugin(SimplePlugin):
         config["activities"] = [*config.get("activities", []), *ours]
         _tune(config, self.settings)
         return config
+
+
+def _worker_client(client: Client) -> Client:
+    """``client`` with the codec a worker decodes with (``tolerant_codec``): a payload
+    sealed with no configured key fails only what carries it, never a task for ever.
+    Clients keep the strict codec, so a reader without the key gets a clear error."""
+    config = client.config(active_config=True)
+    converter = config["data_converter"]
+    codec = tolerant_codec(converter.payload_codec)
+    if codec is converter.payload_codec:
+        return client
+    # The plugins have configured this client already; the copy runs none again.
+    config["data_converter"] = dataclasses.replace(converter, payload_codec=codec)
+    config["plugins"] = []
+    return Client(**config)
 
 
 def _as_tools(tools: Iterable[Callable[..., Any] | Tool[Any] | AgentTool]) -> list[AgentTool]:

@@ -27,7 +27,7 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-__all__ = ["UNREADABLE_PAYLOAD", "tolerant_storage", "unreadable_reason"]
+__all__ = ["UNREADABLE_PAYLOAD", "tolerant_storage", "unreadable_payload", "unreadable_reason"]
 
 UNREADABLE_PAYLOAD = "agentrun_unreadable_payload"
 # S3 error codes of an object that is not there: no retry brings it back.
@@ -62,7 +62,8 @@ def unreadable_reason(value: object) -> str | None:
     return None
 
 
-def _unreadable(reason: str) -> Payload:
+def unreadable_payload(reason: str) -> Payload:
+    """The payload that stands for one that can never be read, naming why."""
     data = json.dumps({UNREADABLE_PAYLOAD: reason[:500]}).encode()
     return Payload(metadata={"encoding": b"json/plain"}, data=data)
 
@@ -100,7 +101,7 @@ class _Tolerant(StorageDriver):
             if not _never_readable(err):
                 raise
             if len(claims) == 1:
-                return [_unreadable(f"stored payload cannot be read: {err}")]
+                return [unreadable_payload(f"stored payload cannot be read: {err}")]
         # Several claims: read them one by one to tell the bad ones from the rest.
         return [payload for claim in claims for payload in await self.retrieve(context, [claim])]
 
@@ -121,7 +122,7 @@ class _NoSuchDriver(StorageDriver):
         self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
     ) -> list[Payload]:
         reason = f"no storage driver named {self.missing[:80]!r} on this worker"
-        return [_unreadable(reason) for _ in claims]
+        return [unreadable_payload(reason) for _ in claims]
 
 
 def _never_readable(err: Exception) -> bool:

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -33,8 +35,10 @@ from agentrun._codec import (
     generate_key,
     parse_keys,
 )
+from agentrun._constants import SIGNAL_ASSISTANT_OUTPUT, SIGNAL_CHILD_SETTLED, WORKFLOW_TYPE
 from agentrun._plugin import PayloadSettings
 from agentrun._storage import StorageSettings
+from agentrun.workflows._stream_guard import STREAM_PUBLISH_SIGNAL
 from tests.conftest import registry_for_tests, server_address, temporal_binary
 from tests.helpers import history_events, run, script
 
@@ -386,3 +390,41 @@ def payload_texts(history_json: str) -> list[str]:
 
     walk(json.loads(history_json))
     return found
+
+
+def sealed_with_no_known_key(key_id: str) -> RawValue:
+    """A payload as any client can craft one: encrypted, by its metadata, with a key
+    id no worker has (or with garbage under a known one)."""
+    metadata = {"encoding": b"binary/encrypted", "encryption-key-id": key_id.encode()}
+    return RawValue(Payload(metadata=metadata, data=os.urandom(48)))
+
+
+async def workflow_task_failures(client: Client, run_id: str) -> int:
+    events = await history_events(client, run_id)
+    return sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in events)
+
+
+@pytest.mark.parametrize("key_id", ["nobody", "a"], ids=["unknown-key-id", "wrong-data"])
+async def test_a_payload_no_key_opens_fails_only_what_carries_it(
+    env: WorkflowEnvironment, queue: str, owner: str, tmp_path: Path, key_id: str
+):
+    client = await connect_with(env, tmp_path, new_key("a"))
+    raw = env.client  # a client of the namespace with no key at all
+    async with Worker(client, task_queue=queue):
+        runs = AgentRunClient(client, queue)
+        busy = await runs.start(owner, "scripted", script({"sleep": 1.5}, {"say": "done"}))
+        for signal in (SIGNAL_CHILD_SETTLED, STREAM_PUBLISH_SIGNAL, SIGNAL_ASSISTANT_OUTPUT):
+            await raw.get_workflow_handle(busy).signal(signal, sealed_with_no_known_key(key_id))
+        final = await runs.wait(owner, busy, timeout=60)
+        assert (final.status, final.assistant) == ("completed", "done")
+        assert await workflow_task_failures(raw, busy) == 0
+
+        poisoned = f"poison-{uuid.uuid4().hex[:8]}"
+        handle = await raw.start_workflow(
+            WORKFLOW_TYPE, sealed_with_no_known_key(key_id), id=poisoned, task_queue=queue
+        )
+        with pytest.raises(WorkflowFailureError) as failed:  # read with the key
+            await asyncio.wait_for(client.get_workflow_handle(handle.id).result(), 60)
+        assert "AgentRun input is a payload that cannot be read" in str(failed.value.cause)
+        assert f"key id {key_id!r}" in str(failed.value.cause)
+        assert await workflow_task_failures(raw, poisoned) == 0

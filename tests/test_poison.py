@@ -149,7 +149,7 @@ async def test_a_start_input_that_is_an_unreadable_reference_fails_the_run_at_on
         e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
     ]
     message = failed.workflow_execution_failed_event_attributes.failure.message
-    assert "stored payload that cannot be read" in message and reason in message, message
+    assert "a payload that cannot be read" in message and reason in message, message
     assert await task_failures(stored, run_id) == 0
 
 
