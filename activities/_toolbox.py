@@ -32,17 +32,23 @@ class Toolbox:
     functions: dict[str, AgentTool] = field(default_factory=dict)
     mcp: dict[str, MCPServer] = field(default_factory=dict)  # by the tool's name
     delegation: frozenset[str] = frozenset()
+    approval: frozenset[str] = frozenset()  # tools every call of which needs a decision
 
     def route(self, call: ToolCall) -> ToolRoute:
         """How the workflow executes ``call``."""
+        approval = call.name in self.approval
         if call.name in self.delegation:
-            return ToolRoute(call_id=call.id, kind="delegation")
+            return ToolRoute(call_id=call.id, kind="delegation", approval=approval)
         tool = self.functions.get(call.name)
         if tool is not None:
-            return self._activity(call, tool, tool.name)
+            route = self._activity(call, tool, tool.name)
+            timeout = tool.approval_timeout.total_seconds() if tool.approval_timeout else None
+            update = {"approval": approval or tool.approval, "approval_timeout": timeout}
+            return route.model_copy(update=update)
         server = self.mcp.get(call.name)
         if server is not None:
-            return self._activity(call, server, server.server_name(call.name))
+            route = self._activity(call, server, server.server_name(call.name))
+            return route.model_copy(update={"approval": approval})
         return ToolRoute(call_id=call.id, kind="result", content=self.unknown(call.name))
 
     def _activity(self, call: ToolCall, options: AgentTool | MCPServer, name: str) -> ToolRoute:
@@ -74,7 +80,7 @@ async def toolbox(
     Raises:
         Exception: an MCP server of the agent cannot be listed (the turn retries).
     """
-    box = Toolbox(agent_id=spec.id)
+    box = Toolbox(agent_id=spec.id, approval=frozenset(spec.approval_tools))
     excluded = set(spec.excluded_tools)
     delegation = [tool for tool in DELEGATION_TOOLS if tool.name not in excluded]
     # A call to a delegation tool is always the workflow's, which answers one the agent

@@ -39,6 +39,7 @@ from agentrun._models import (
     AgentEvent,
     AgentPolicy,
     Message,
+    ToolCall,
     TurnCheckpoint,
     TurnInput,
     TurnResult,
@@ -169,6 +170,14 @@ class TurnActivities:
         box = await self._toolbox(spec, policy)
         if isinstance(box, str):
             return TurnResult(error=box, policy=policy)
+        asked = _unanswered(turn.messages, box) if not progress.checkpoint.steps else []
+        if asked:  # a stop cut them off while they awaited a decision: ask again
+            return TurnResult(
+                agent_state=dict(turn.agent_state),
+                tool_calls=asked,
+                policy=policy,
+                routes=[box.route(call) for call in asked],
+            )
         yielded = _Yielding()
         try:
             while not progress.checkpoint.ended:
@@ -267,6 +276,22 @@ class _Yielding:
         if time.monotonic() - self._since >= YIELD_EVERY:
             await asyncio.sleep(0)
             self._since = time.monotonic()
+
+
+def _unanswered(thread: list[Message], box: Toolbox) -> list[ToolCall]:
+    """The calls of the thread's last tool-calling message that need a decision and
+    have no result: a run stopped while they waited, and is now resumed."""
+    answered: set[str] = set()
+    for message in reversed(thread):
+        if message.role == "tool" and message.tool_call_id:
+            answered.add(message.tool_call_id)
+        if message.role == "assistant":
+            return [
+                call
+                for call in message.tool_calls
+                if call.id not in answered and box.route(call).approval
+            ]  # an answer with no calls: the agent went on
+    return []
 
 
 def _advance(checkpoint: TurnCheckpoint, step: Step, events_published: int) -> TurnCheckpoint:

@@ -35,12 +35,14 @@ from agentrun._models import (
     AgentEvent,
     AgentRunInput,
     Message,
+    PendingApproval,
     RunState,
     RunSummary,
     Status,
     check_id,
 )
 from agentrun._reading import Listing, NoAnswerError, RunReader
+from agentrun._steering import Steering
 from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
 
@@ -83,6 +85,7 @@ class AgentRunClient:
         self.temporal = client
         self.task_queue = queue
         self._reader = RunReader(client, queue)
+        self._steering = Steering(client, self._reader)
 
     async def start(
         self,
@@ -109,6 +112,66 @@ class AgentRunClient:
                 f"run_id '{run_id}' is already taken; choose another", code="invalid_arguments"
             ) from None
         return run_id
+
+    async def start_from(
+        self, owner_thread_id: str, from_run_id: str, prompt: str, agent_id: str | None = None
+    ) -> str:
+        """Start a new root run that goes on from a closed run's thread, with a new
+        prompt; its agent is the closed run's unless ``agent_id`` names another.
+
+        Raises:
+            DelegationError: an unknown or foreign run, or one still running.
+        """
+        summary = await self.summary(owner_thread_id, from_run_id)
+        if summary is None:
+            raise unknown_run(from_run_id)
+        if summary.status == "running":
+            raise DelegationError(
+                f"Run {from_run_id} is still running: send it the message instead "
+                f"(agentrun send {from_run_id} TEXT)",
+                code="invalid_state",
+            )
+        thread = await self.thread(owner_thread_id, from_run_id) or []
+        return await self.start(owner_thread_id, agent_id or summary.agent_id, prompt, thread)
+
+    async def approve(self, owner_thread_id: str, run_id: str, call_id: str | None = None) -> str:
+        """Let a call that awaits a decision run (the run's only one when ``call_id``
+        is None); the call's id. Errors as for ``deny``."""
+        return await self._steering.decide(owner_thread_id, run_id, call_id, True, None)
+
+    async def deny(
+        self,
+        owner_thread_id: str,
+        run_id: str,
+        call_id: str | None = None,
+        reason: str | None = None,
+    ) -> str:
+        """Refuse a call that awaits a decision: its agent gets ``User denied the
+        action`` (and the reason) as the call's result; the call's id.
+
+        Raises:
+            DelegationError: an unknown or foreign run (``Unknown run_id: …``), an
+                unknown or decided call, no single call to decide, or a closed run.
+        """
+        return await self._steering.decide(owner_thread_id, run_id, call_id, False, reason)
+
+    async def pending(
+        self, owner_thread_id: str, run_id: str | None = None
+    ) -> list[PendingApproval]:
+        """Every call awaiting the owner's decision, in all its runs or in one, oldest
+        first: run, agent, tool, arguments and when it asked."""
+        return await self._steering.pending(owner_thread_id, run_id)
+
+    async def send(self, owner_thread_id: str, run_id: str, content: str) -> None:
+        """A user message for a running run: it joins the thread and the agent sees it
+        at the start of its next turn (a run done with its own turns, waiting for
+        background children, takes another turn for it).
+
+        Raises:
+            DelegationError: an unknown or foreign run, or a closed one; the message
+                says what to do instead (resume it, or ``run --from`` it).
+        """
+        await self._steering.send(owner_thread_id, run_id, content)
 
     async def summary(self, owner_thread_id: str, run_id: str) -> RunSummary | None:
         """The run's summary, or None if unknown or owned by another thread.

@@ -18,12 +18,23 @@ OWNER_THREAD_ID = SearchAttributeKey.for_keyword("OwnerThreadId")
 AGENT_ID = SearchAttributeKey.for_keyword("AgentId")
 DELEGATION_STATUS = SearchAttributeKey.for_keyword("DelegationStatus")
 DELEGATION_EPOCH = SearchAttributeKey.for_int("DelegationEpoch")
-SEARCH_ATTRIBUTES = (OWNER_THREAD_ID, AGENT_ID, DELEGATION_STATUS, DELEGATION_EPOCH)
+# True while a call of the run waits for its owner's decision (docs/approvals.md).
+AWAITING_APPROVAL = SearchAttributeKey.for_bool("AwaitingApproval")
+SEARCH_ATTRIBUTES = (
+    OWNER_THREAD_ID,
+    AGENT_ID,
+    DELEGATION_STATUS,
+    DELEGATION_EPOCH,
+    AWAITING_APPROVAL,
+)
 
 QUERY_SUMMARY = "summary"
 QUERY_THREAD = "thread"
 QUERY_CHILDREN = "children"
 QUERY_RUN_STATE = "run_state"
+QUERY_PENDING_APPROVALS = "pending_approvals"
+UPDATE_DECIDE_TOOL_CALL = "decide_tool_call"
+UPDATE_SEND_MESSAGE = "send_message"
 SIGNAL_ASSISTANT_OUTPUT = "assistant_output"
 SIGNAL_CHILD_SETTLED = "child_settled"
 

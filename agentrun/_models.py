@@ -7,6 +7,7 @@ histories keep working.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
@@ -224,6 +225,9 @@ EventKind = Literal[
     "tool_result",
     "child_started",
     "child_finished",
+    "approval_requested",
+    "approval_decided",
+    "user_message",
     "error",
     "finish",
 ]
@@ -249,6 +253,34 @@ class AgentEvent(BaseModel):
     message: Message | None = None
     tool_call: ToolCall | None = None
     summary: RunSummary | None = None
+
+
+class PendingApproval(BaseModel):
+    """A tool call waiting for its owner's decision (query ``pending_approvals``)."""
+
+    run_id: str
+    agent_id: str
+    call_id: str
+    tool: str
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    requested_at: datetime
+    timeout_at: datetime | None = None
+
+
+class ToolDecision(BaseModel):
+    """Input of the ``decide_tool_call`` update: the owner's decision on one call."""
+
+    owner_thread_id: str
+    call_id: str
+    approved: bool
+    reason: str | None = Field(default=None, max_length=4000)
+
+
+class UserMessage(BaseModel):
+    """Input of the ``send_message`` update: a user message for a running run."""
+
+    owner_thread_id: str
+    content: str = Field(min_length=1, max_length=100_000)
 
 
 class TurnInput(BaseModel):
@@ -299,7 +331,8 @@ class ToolRoute(BaseModel):
 
     ``delegation``: the workflow runs it (``agent_run``, ``agent_stop``,
     ``agent_output``); ``activity``: the activity ``activity`` calls the tool;
-    ``result``: ``content`` is the result already (an unknown tool, say).
+    ``result``: ``content`` is the result already (an unknown tool, say). With
+    ``approval``, the call waits for its owner's decision before anything runs.
     """
 
     call_id: str
@@ -312,6 +345,8 @@ class ToolRoute(BaseModel):
     attempts: int = 4
     task_queue: str | None = None
     content: str | None = None
+    approval: bool = False  # the call waits for the owner's decision first
+    approval_timeout: float | None = None  # seconds; then it is denied
 
 
 class ToolCallInput(BaseModel):

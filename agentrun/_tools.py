@@ -118,6 +118,9 @@ class AgentTool:
         retries: How often a call that raised is retried before the model gets the error.
         heartbeat_timeout: How long a silent call waits before another worker retries it.
         task_queue: The task queue of its activity, when a worker elsewhere must run it.
+        approval: Whether each call waits for the run owner's decision before it runs.
+        approval_timeout: How long a call waits for that decision before it is denied
+            (``Approval timed out``); None: as long as it takes.
     """
 
     tool: Tool[Any]
@@ -125,6 +128,8 @@ class AgentTool:
     retries: int = DEFAULT_TOOL_RETRIES
     heartbeat_timeout: timedelta = DEFAULT_TOOL_HEARTBEAT
     task_queue: str | None = None
+    approval: bool = False
+    approval_timeout: timedelta | None = None
 
     @property
     def name(self) -> str:
@@ -154,6 +159,8 @@ def as_tool(
     retries: int | None = None,
     heartbeat_timeout: timedelta | float | None = None,
     task_queue: str | None = None,
+    approval: bool | None = None,
+    approval_timeout: timedelta | float | None = None,
 ) -> AgentTool:
     """An ``AgentTool`` from a function, a ``pydantic_ai.Tool`` or an ``AgentTool``.
 
@@ -166,6 +173,9 @@ def as_tool(
         retries: Retries of a call that raised (default 3).
         heartbeat_timeout: Seconds before a silent call is retried elsewhere (default 5).
         task_queue: The task queue of its activity (default: the run's).
+        approval: Each call waits for the run owner's decision (default False).
+        approval_timeout: Seconds (or a timedelta) a call waits for it before it is
+            denied (default: no limit).
 
     Raises:
         ValueError: a value is out of range; the message names it.
@@ -189,10 +199,22 @@ def as_tool(
             "heartbeat_timeout",
         ),
         task_queue=task_queue or (base.task_queue if base else None),
+        approval=approval if approval is not None else bool(base and base.approval),
+        approval_timeout=_optional_duration(
+            approval_timeout, base.approval_timeout if base else None, "approval_timeout"
+        ),
     )
     if not 0 <= built.retries <= 100:
         raise ValueError(f"tool {built.name!r}: retries={built.retries}: expected 0 to 100")
     return built
+
+
+def _optional_duration(
+    value: timedelta | float | None, default: timedelta | None, what: str
+) -> timedelta | None:
+    if value is None:
+        return default
+    return _duration(value, timedelta(), what)
 
 
 def _duration(value: timedelta | float | None, default: timedelta, what: str) -> timedelta:

@@ -54,6 +54,7 @@ SCHEMA_FILE = Path(__file__).parent / "data" / "compose-spec.json"
 CLI_TYPES = {
     SearchAttributeIndexedValueType.KEYWORD: "Keyword",
     SearchAttributeIndexedValueType.INT: "Int",
+    SearchAttributeIndexedValueType.BOOL: "Bool",
 }
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error},
 # ${NAME:+alternative}, ${NAME+alternative}, $NAME and the escape $$, as Compose has them.

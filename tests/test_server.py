@@ -36,6 +36,7 @@ EXPECTED_ATTRIBUTES = {
     "AgentId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "DelegationStatus": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "DelegationEpoch": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    "AwaitingApproval": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
 }
 
 

@@ -21,38 +21,46 @@ from temporalio.workflow import ActivityCancellationType
 
 from agentrun._constants import (
     AGENT_ID,
+    AWAITING_APPROVAL,
     DELEGATION_EPOCH,
     DELEGATION_STATUS,
     EVENTS_TOPIC,
     OWNER_THREAD_ID,
     QUERY_CHILDREN,
+    QUERY_PENDING_APPROVALS,
     QUERY_RUN_STATE,
     QUERY_SUMMARY,
     QUERY_THREAD,
     SIGNAL_ASSISTANT_OUTPUT,
     SIGNAL_CHILD_SETTLED,
     TURN_ACTIVITY,
+    UPDATE_DECIDE_TOOL_CALL,
+    UPDATE_SEND_MESSAGE,
     WORKFLOW_TYPE,
 )
-from agentrun._delegation import DelegationError, last_assistant_text
+from agentrun._delegation import DelegationError, last_assistant_text, unknown_run
 from agentrun._models import (
     AgentEvent,
     AgentRunInput,
     EventKind,
     Message,
+    PendingApproval,
     ResumeChildRequest,
     RunState,
     RunSummary,
     Status,
     ToolCall,
     ToolCallInput,
+    ToolDecision,
     ToolRoute,
     TurnInput,
     TurnResult,
+    UserMessage,
     parse_run_input,
 )
 from agentrun._payload_guard import PayloadTooLargeError
 from agentrun._webui import current_details
+from agentrun.workflows._approvals import Approvals, awaiting_details
 from agentrun.workflows._children import CHILD_REPORT_PATCH, Children, Parent
 from agentrun.workflows._stream_guard import guard_stream_publish
 from agentrun.workflows._tools import call_tool
@@ -105,6 +113,11 @@ class AgentRunWorkflow:
             self._input.children,
             self._publish_child,
         )
+        self._approvals = Approvals(
+            self._run_id, self._input.agent_id, self._input.owner_thread_id, self._awaiting
+        )
+        self._awaiting_approval = False
+        self._inbox: list[Message] = []  # user messages sent while it runs
 
     @workflow.run
     async def run(self, raw: Any = None) -> RunSummary:
@@ -118,9 +131,7 @@ class AgentRunWorkflow:
         if not self._input.continued:
             self._publish("run_started")
         try:
-            await self._converse()
-            # Background children finish before their parent does: nothing is orphaned.
-            await workflow.wait_condition(lambda: not self._children.running())
+            await self._converse_while_told()
         except asyncio.CancelledError:
             await self._close_stopped()
             raise
@@ -135,8 +146,18 @@ class AgentRunWorkflow:
         self._publish("finish", summary=self.summary())
         return self.summary()
 
+    async def _converse_while_told(self) -> None:
+        """Turns until the agent is done, and again for each message sent meanwhile."""
+        while True:
+            await self._converse()
+            # Background children finish before their parent does: nothing is orphaned.
+            await workflow.wait_condition(lambda: not self._children.running() or bool(self._inbox))
+            if not self._inbox:
+                return
+
     async def _converse(self) -> None:
         while True:
+            self._take_inbox()
             if self._should_continue_as_new():
                 await self._continue_as_new()
             result = await self._run_turn()
@@ -241,6 +262,10 @@ class AgentRunWorkflow:
             self._publish("tool_result", message=message)
 
     async def _execute(self, call: ToolCall, route: ToolRoute | None, thread: list[Message]) -> str:
+        if route is not None and route.approval:
+            refused = await self._decision(call, route)
+            if refused is not None:
+                return refused
         # No route: a delegation tool of a turn recorded before tools had routes.
         if route is None or route.kind == "delegation":
             return json.dumps(await self._children.execute(call, thread))
@@ -257,7 +282,30 @@ class AgentRunWorkflow:
         )
         return await call_tool(route, tool_input)
 
+    def _take_inbox(self) -> None:
+        """The messages sent to the run join its thread, for its next turn to see."""
+        self._thread.extend(self._inbox)
+        self._inbox.clear()
+
+    async def _decision(self, call: ToolCall, route: ToolRoute) -> str | None:
+        """Wait for the owner's decision on ``call``; None when approved, else the
+        result the agent gets instead."""
+        how = f"agentrun approve {self._run_id} {call.id} --owner {self._input.owner_thread_id}"
+        self._publish("approval_requested", tool_call=call, text=f"{call.name} awaits: {how}")
+        refused = await self._approvals.decision(call, route)
+        self._publish("approval_decided", tool_call=call, text=refused or "approved")
+        return refused
+
+    def _awaiting(self) -> None:
+        """Keep ``AwaitingApproval`` and the Web UI's details current as calls wait."""
+        pending = list(self._approvals.pending.values())
+        if bool(pending) != self._awaiting_approval:
+            self._awaiting_approval = bool(pending)
+            workflow.upsert_search_attributes([AWAITING_APPROVAL.value_set(bool(pending))])
+        self._show(f"{len(pending)} call(s) awaiting approval")
+
     async def _close_stopped(self) -> None:
+        self._take_inbox()  # a resumed run sees them
         self._set_status("stopped")
         await self._children.stop_all()
         self._publish("finish", summary=self.summary())
@@ -322,7 +370,11 @@ class AgentRunWorkflow:
             self._show(_describe(events[-1]))
 
     def _show(self, last_event: str) -> None:
-        workflow.set_current_details(current_details(last_event, self._children.summaries()))
+        details = current_details(last_event, self._children.summaries())
+        pending = list(self._approvals.pending.values())
+        if pending:
+            details = awaiting_details(pending, self._input.owner_thread_id) + "\n\n" + details
+        workflow.set_current_details(details)
 
     def _publish_child(self, kind: EventKind, summary: RunSummary) -> None:
         self._publish(kind, summary=summary)
@@ -360,6 +412,35 @@ class AgentRunWorkflow:
             return await self._children.resume(request.run_id, request.prompt)
         except DelegationError as err:
             raise ApplicationError(str(err), type=err.code, non_retryable=True) from None
+
+    @workflow.update(name=UPDATE_DECIDE_TOOL_CALL)
+    def decide_tool_call(self, decision: ToolDecision) -> None:
+        """The owner approves or denies a call that awaits a decision."""
+        self._approvals.decide(decision)
+
+    @decide_tool_call.validator
+    def _check_decision(self, decision: ToolDecision) -> None:
+        self._approvals.validate(decision)
+
+    @workflow.update(name=UPDATE_SEND_MESSAGE)
+    def send_message(self, message: UserMessage) -> None:
+        """A user message for the run: its next turn sees it (one is taken for it if
+        the agent had finished and the run only waits for background children)."""
+        sent = Message.user(message.content)
+        self._inbox.append(sent)
+        self._publish("user_message", message=sent)
+
+    @send_message.validator
+    def _check_message(self, message: UserMessage) -> None:
+        if message.owner_thread_id != self._input.owner_thread_id:
+            raise ApplicationError(str(unknown_run(self._run_id)), type="unknown_run")
+        if self._status != "running" or self._stop_requested():
+            raise ApplicationError(f"Run {self._run_id} is stopping", type="not_running")
+
+    @workflow.query(name=QUERY_PENDING_APPROVALS)
+    def pending_approvals(self) -> list[PendingApproval]:
+        """The calls that await the owner's decision, oldest first."""
+        return list(self._approvals.pending.values())
 
     @workflow.query(name=QUERY_SUMMARY)
     def summary(self) -> RunSummary:

@@ -30,6 +30,8 @@ class AgentSpec:
         tools: The tools it may call, by name; None: every tool the worker has.
         mcp_servers: The MCP servers whose tools it may call; None: every one.
         excluded_tools: Tools it never gets, delegation tools included.
+        approval_tools: Tools whose every call by it waits for the owner's decision,
+            delegation tools included (``agent_run``), on top of tools that always do.
     """
 
     id: str
@@ -42,6 +44,7 @@ class AgentSpec:
     tools: tuple[str, ...] | None = ()
     mcp_servers: tuple[str, ...] | None = ()
     excluded_tools: tuple[str, ...] = ()
+    approval_tools: tuple[str, ...] = ()
 
 
 class AgentRegistry:

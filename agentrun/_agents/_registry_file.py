@@ -65,6 +65,7 @@ class AgentEntry(BaseModel):
     tools: list[str] = Field(default_factory=list)
     mcp_servers: list[str] = Field(default_factory=list)
     excluded_tools: list[str] = Field(default_factory=list)
+    approval_tools: list[str] = Field(default_factory=list)
 
 
 class RegistryFile(BaseModel):
@@ -172,6 +173,7 @@ def _spec(file: Path, agent_id: str, entry: AgentEntry, base: AgentRegistry) -> 
         tools=tuple(entry.tools),
         mcp_servers=tuple(entry.mcp_servers),
         excluded_tools=tuple(entry.excluded_tools),
+        approval_tools=tuple(entry.approval_tools),
     )
 
 

@@ -5,6 +5,7 @@ Example::
     [tools]
     add = "tools:add"                                   # name = "module:function"
     search_web = { function = "tools:search_web", timeout = 30, retries = 3 }
+    send_mail = { function = "tools:send_mail", approval = true, approval_timeout = 3600 }
 
     [mcp_servers.files]                                 # a stdio server the worker starts
     command = "python"
@@ -47,6 +48,8 @@ class ToolEntry(BaseModel):
     retries: int | None = Field(default=None, ge=0, le=100)
     heartbeat_timeout: float | None = Field(default=None, gt=0, le=3600)
     task_queue: str | None = Field(default=None, min_length=1)
+    approval: bool = False
+    approval_timeout: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
 
 
 class MCPServerEntry(BaseModel):
@@ -97,6 +100,8 @@ def _tool(name: str, entry: str | ToolEntry) -> AgentTool:
             retries=spec.retries,
             heartbeat_timeout=spec.heartbeat_timeout,
             task_queue=spec.task_queue,
+            approval=spec.approval,
+            approval_timeout=spec.approval_timeout,
         )
     except Exception as err:  # pydantic-ai's schema errors: an unsupported signature
         raise ValueError(f"tools.{name}: {spec.function} cannot be a tool: {err}") from None

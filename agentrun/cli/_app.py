@@ -50,6 +50,7 @@ from agentrun.cli._common import (
     unreachable,
 )
 from agentrun.cli._live import print_events, redraw_tree
+from agentrun.cli._steer import approve, deny, pending, send
 from agentrun.cli._storage import storage_app
 from agentrun.cli._views import owned_summary, run_details, run_tree
 
@@ -81,8 +82,19 @@ class StatusChoice(StrEnum):
 @app.command()
 def run(
     agent: Annotated[str, typer.Argument(help="The agent id, e.g. scripted.")],
-    prompt: Annotated[str, typer.Argument(help="What the agent is asked.")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="What the agent is asked.", show_default=False)
+    ] = None,
     owner: Owner = None,
+    from_run: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Go on from this closed run's thread: AGENT may then be left out "
+            "(the run's own agent).",
+            show_default=False,
+        ),
+    ] = None,
     detach: Annotated[bool, typer.Option(help="Print the run id and return at once.")] = False,
     json_output: JsonOutput = False,
     address: Address = None,
@@ -94,12 +106,19 @@ def run(
     ends failed or stopped.
     """
     owner = checked_owner(owner)
-    for value, name in ((agent, "AGENT"), (prompt, "PROMPT")):
-        if not value.strip():
+    agent_id, asked = (None, agent) if from_run and prompt is None else (agent, prompt)
+    for value, name in ((agent_id, "AGENT"), (asked, "PROMPT")):
+        if value is not None and not value.strip():
             raise typer.BadParameter("must not be blank", param_hint=name)
+    if asked is None:
+        raise typer.BadParameter("missing", param_hint="PROMPT")
 
     async def start_and_follow(runs: AgentRunClient) -> int:
-        run_id = await runs.start(owner, agent.strip(), prompt)
+        if from_run:
+            agent_or_none = agent_id.strip() if agent_id else None
+            run_id = await runs.start_from(owner, from_run, asked, agent_or_none)
+        else:
+            run_id = await runs.start(owner, (agent_id or "").strip(), asked)
         if detach:
             _print_started(run_id, owner, json_output)
             return EXIT_OK
@@ -513,3 +532,9 @@ def codec_server(
         arguments += ["--jwt-audience", jwt_audience]
     arguments += ["--no-auth"] * no_auth + ["--allow-encode"] * allow_encode
     server.main(arguments)
+
+
+# --- a person in the loop (agentrun/cli/_steer.py) ----------------------------------
+
+for _command in (pending, approve, deny, send):
+    app.command()(_command)

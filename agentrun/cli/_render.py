@@ -119,6 +119,8 @@ def event_detail(event: AgentEvent) -> str | None:
         return f"{event.tool_call.name} {dumps(args)}"
     if event.kind == "tool_result" and event.message is not None:
         return _tool_result_detail(event.message.content)
+    if event.kind == "user_message" and event.message is not None:
+        return event.message.content
     if event.summary is not None:
         return f"{event.summary.run_id} {event.summary.status}"
     return event.text or ""
