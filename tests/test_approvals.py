@@ -4,6 +4,7 @@ runs (docs/approvals.md). Every test runs on the real dev server and a real work
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -24,9 +25,11 @@ from agentrun import (
     ModelAgent,
     ScriptedAgent,
     as_tool,
+    connect,
 )
 from agentrun._constants import AWAITING_APPROVAL, UPDATE_DECIDE_TOOL_CALL
 from agentrun._models import PendingApproval
+from agentrun._server import EmbeddedServer
 from tests.conftest import agentrun_client, server_address
 from tests.helpers import (
     agentrun_cli,
@@ -244,33 +247,38 @@ async def test_a_message_to_a_running_run_is_seen_by_its_next_turn(
     assert continued is not None and continued[: len(thread)] == thread
 
 
-async def test_an_approval_given_while_no_worker_runs_takes_effect_when_one_starts(
-    env: WorkflowEnvironment, temporal: Client, queue: str, owner: str, tmp_path: Path
+async def test_a_wait_survives_a_server_restart_and_a_decision_waits_for_a_worker(
+    tmp_path: Path, queue: str, owner: str, processes: list[subprocess.Popen[bytes]]
 ):
     agents = tmp_path / "agents.toml"
     agents.write_text(
         '[tools]\nsend_mail = { function = "tests.tool_functions:shout", approval = true }\n'
     )
-    address = server_address(env)
-    worker = spawn_worker(address, queue, AGENTRUN_AGENTS=str(agents))
-    runs = AgentRunClient(temporal, queue)
-    second: subprocess.Popen[bytes] | None = None
+    first = EmbeddedServer(db=tmp_path / "approvals.db")
+    await first.start()
+    processes.append(spawn_worker(first.address, queue, AGENTRUN_AGENTS=str(agents)))
+    runs = AgentRunClient(await connect(first.address), queue)
+    run_id = await runs.start(owner, "scripted", MAIL)
+    [call] = await waiting(runs, owner)
+
+    assert first.pid is not None
+    os.killpg(first.pid, signal.SIGKILL)  # the server and everything it held in memory
+    await first.stop()
+    second = EmbeddedServer(db=first.db, port=first.port, ui_port=first.ui_port)
+    await second.start()
     try:
-        run_id = await runs.start(owner, "scripted", MAIL)
-        [call] = await waiting(runs, owner)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(30)
+        [still] = await waiting(runs, owner)
+        assert still.call_id == call.call_id
+        processes[0].send_signal(signal.SIGKILL)
+        processes[0].wait(30)
         deciding = asyncio.create_task(runs.approve(owner, run_id, call.call_id))
         await asyncio.sleep(2)
-        assert not deciding.done()  # nobody can take it yet: it waits for a worker
-        second = spawn_worker(address, queue, AGENTRUN_AGENTS=str(agents))
+        assert not deciding.done()  # no worker can take the decision yet: it waits
+        processes.append(spawn_worker(second.address, queue, AGENTRUN_AGENTS=str(agents)))
         assert await asyncio.wait_for(deciding, 120) == call.call_id
         final = await runs.wait(owner, run_id, timeout=120)
         assert final.assistant == "done"
         thread = await runs.thread(owner, run_id)
         assert thread is not None and [m.content for m in thread if m.role == "tool"] == ["HELLO"]
     finally:
-        for process in (worker, second):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(30)
+        await second.stop()
