@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -105,27 +106,36 @@ async def awaiting_attribute(temporal: Client, run_id: str) -> bool | None:
 async def test_a_call_waits_for_approval_found_by_list_query_and_approved_from_the_cli(
     env: WorkflowEnvironment, runs: AgentRunClient, temporal: Client, queue: str, owner: str
 ):
-    run_id = await runs.start(owner, "scripted", MAIL)
+    address = server_address(env)
+    following = asyncio.create_task(agentrun_cli(address, queue, owner, "run", "scripted", MAIL))
     [call] = await waiting(runs, owner)
-    assert (call.run_id, call.agent_id, call.tool, call.args) == (
-        run_id,
-        "scripted",
-        "send_mail",
-        {"text": "hello"},
-    )
+    run_id = call.run_id
+    assert (call.agent_id, call.tool, call.args) == ("scripted", "send_mail", {"text": "hello"})
     await eventually(lambda: listed_awaiting(temporal, owner), lambda ids: ids == [run_id])
     summary = await runs.summary(owner, run_id)
     assert summary is not None and summary.status == "running"
-    listing = await agentrun_cli(server_address(env), queue, owner, "pending")
+    decide = f"agentrun approve {run_id} {call.call_id} --owner {owner}"
+    assert decide in await current_details(temporal, run_id)  # the Web UI's
+    listing = await agentrun_cli(address, queue, owner, "pending")
     assert f"agentrun approve {run_id} {call.call_id}" in listing.stdout
 
-    approved = await agentrun_cli(server_address(env), queue, owner, "approve", run_id)
+    approved = await agentrun_cli(address, queue, owner, "approve", run_id)
     assert approved.returncode == 0, approved.stderr
+    followed = await asyncio.wait_for(following, 120)
+    assert followed.returncode == 0, followed.stderr
+    assert decide in followed.stdout  # `agentrun run` showed how to decide
     final = await runs.wait(owner, run_id, timeout=60)
     assert (final.status, final.assistant) == ("completed", "done")
     thread = await runs.thread(owner, run_id)
     assert thread is not None and [m.content for m in thread if m.role == "tool"] == ["HELLO"]
     assert await awaiting_attribute(temporal, run_id) is False
+
+
+async def current_details(temporal: Client, run_id: str) -> str:
+    metadata: WorkflowMetadata = await temporal.get_workflow_handle(run_id).query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    return str(metadata.current_details)
 
 
 async def test_a_denied_call_tells_the_agent_why_and_refused_decisions_leave_no_trace(
