@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity
+from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
 from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
 from temporalio.service import RPCError
 
-from agentrun._constants import HEARTBEAT_EVERY
+from agentrun._constants import (
+    FOLLOWERS_CHECK_EVERY,
+    FOLLOWERS_FIRST_RECHECK,
+    HEARTBEAT_EVERY,
+    QUERY_STREAM_POLLS,
+)
 from agentrun._models import AgentEvent, TurnCheckpoint, TurnInput
 
 logger = logging.getLogger(__name__)
@@ -34,33 +42,81 @@ class Progress:
         self.wake = asyncio.Event()  # set when an event is added to ``unsent``
 
 
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How often a turn sends its events: while someone follows the run (for latency)
+    and while nobody does (for history: each batch is a signal, four history events)."""
+
+    followed: timedelta
+    unwatched: timedelta
+
+
+class _Followers:
+    """Whether anyone follows the run: its followers' polls of the stream keep moving.
+
+    Asks the run (query ``stream_polls``: no history) at once, again after
+    ``FOLLOWERS_FIRST_RECHECK`` (a quiet follower polls every half second), then every
+    ``FOLLOWERS_CHECK_EVERY``. Until it knows, the turn streams as if unwatched: its
+    first event still goes at once, the next within the recheck.
+    """
+
+    def __init__(self, handle: WorkflowHandle[Any, Any]) -> None:
+        self._handle = handle
+        self.followed = False
+        self._polls: int | None = None
+
+    async def watch(self) -> None:
+        pause = 0.0
+        while True:
+            await asyncio.sleep(pause)
+            pause = FOLLOWERS_FIRST_RECHECK if self._polls is None else FOLLOWERS_CHECK_EVERY
+            try:
+                polls = await self._handle.query(
+                    QUERY_STREAM_POLLS, result_type=int, rpc_timeout=timedelta(seconds=5)
+                )
+            except WorkflowQueryFailedError:
+                self.followed = True  # a run of an older version: stream as it did
+                return
+            except RPCError:
+                continue  # busy or away: keep the last answer
+            if self._polls is not None:
+                self.followed = polls != self._polls
+            self._polls = polls
+
+
 @contextlib.asynccontextmanager
 async def beating(
     progress: Progress,
     stream: WorkflowStreamClient,
     topic: TopicHandle[AgentEvent],
+    handle: WorkflowHandle[Any, Any],
     turn: TurnInput,
-    batch: timedelta,
+    batching: Batching,
 ) -> AsyncIterator[None]:
     """Beat from the first moment until the turn returns; then wait for the batch in
     flight, and leave the events never sent in ``progress.unsent``.
 
     Heartbeats go out every ``HEARTBEAT_EVERY`` at most (cancels arrive only with their
-    responses); events go out every ``batch`` (a signal each, so a longer batch is less
-    history and later events).
+    responses); events go out every ``batching.followed`` while someone follows the run,
+    else every ``batching.unwatched`` (a signal each, so a longer batch is less history
+    and later events).
     """
     clock = asyncio.get_running_loop().time
-    every = batch.total_seconds()
+    followers = _Followers(handle)
+
+    def every() -> float:
+        chosen = batching.followed if followers.followed else batching.unwatched
+        return chosen.total_seconds()
 
     async def beat() -> None:
         # The first heartbeat after one beat: a turn over by then sends none at all
         # (each is a write on the server); a silent turn still times out only after
         # its heartbeat timeout.
-        durable, flushed_at, beaten_at = progress.checkpoint, -every, clock()
+        durable, flushed_at, beaten_at = progress.checkpoint, -every(), clock()
         details = durable.model_dump(mode="json")
         while True:
             now, latest = clock(), progress.checkpoint
-            if progress.unsent and now - flushed_at >= every:
+            if progress.unsent and now - flushed_at >= every():
                 sending, progress.unsent = progress.unsent, []
                 for event in sending:
                     topic.publish(event)
@@ -75,16 +131,18 @@ async def beating(
             if now - beaten_at >= HEARTBEAT_EVERY:
                 activity.heartbeat(details)
                 beaten_at = now
-            await _until_due(progress, beaten_at + HEARTBEAT_EVERY, flushed_at + every, clock)
+            await _until_due(progress, beaten_at + HEARTBEAT_EVERY, flushed_at + every(), clock)
 
     task = asyncio.create_task(beat())
+    watching = asyncio.create_task(followers.watch())
     try:
         yield
     finally:
         task.cancel()
+        watching.cancel()
     # Only on a normal return (a failed attempt's retry re-publishes): the beat is over
     # before the events it never sent are read, and the batch it sent is confirmed.
-    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.gather(task, watching, return_exceptions=True)
     await stream.flush()
 
 

@@ -33,6 +33,7 @@ from agentrun._constants import (
     EVENTS_TOPIC,
     QUERY_THREAD,
     STREAM_BATCH_INTERVAL,
+    STREAM_UNWATCHED_BATCH_INTERVAL,
     TURN_ACTIVITY,
 )
 from agentrun._models import (
@@ -44,7 +45,7 @@ from agentrun._models import (
     TurnInput,
     TurnResult,
 )
-from agentrun.activities._beat import Progress, beating
+from agentrun.activities._beat import Batching, Progress, beating
 from agentrun.activities._owners import OwnerSlots
 from agentrun.activities._threads import ThreadCache
 from agentrun.activities._toolbox import Toolbox, toolbox
@@ -101,11 +102,13 @@ class TurnActivities:
         registry: AgentRegistry,
         batch: timedelta = STREAM_BATCH_INTERVAL,
         owner_cap: int = 50,
+        unwatched_batch: timedelta = STREAM_UNWATCHED_BATCH_INTERVAL,
     ) -> None:
-        """Keep the registry the turns resolve agent ids in, the stream's batching, and
-        how many turns of one owner thread may run here at once."""
+        """Keep the registry the turns resolve agent ids in, the stream's batching (while
+        someone follows a run, and while nobody does), and how many turns of one owner
+        thread may run here at once."""
         self._registry = registry
-        self._batch = batch
+        self._batching = Batching(followed=batch, unwatched=max(batch, unwatched_batch))
         self._owners = OwnerSlots(owner_cap)
         self._threads = ThreadCache()
         self.mcp = MCPTools(list(registry.mcp_servers.values()))
@@ -134,7 +137,7 @@ class TurnActivities:
         # Heartbeat all along, from the first beat: the stream query a retry makes can
         # wait on a workflow task, and a silent turn would time out.
         topic = stream.topic(EVENTS_TOPIC, type=AgentEvent)
-        async with beating(progress, stream, topic, turn, self._batch):
+        async with beating(progress, stream, topic, handle, turn, self._batching):
             if turn.thread_by_query:
                 # A long thread is not carried in the turn's input: the worker's copy
                 # plus the messages since the last turn, or a read of the whole thread.

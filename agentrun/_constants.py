@@ -33,6 +33,9 @@ QUERY_THREAD = "thread"
 QUERY_CHILDREN = "children"
 QUERY_RUN_STATE = "run_state"
 QUERY_PENDING_APPROVALS = "pending_approvals"
+# How many times followers have polled the run's stream (in the worker's memory): a
+# turn streams fast only while this moves (docs/design.md, "Streaming").
+QUERY_STREAM_POLLS = "stream_polls"
 UPDATE_DECIDE_TOOL_CALL = "decide_tool_call"
 UPDATE_SEND_MESSAGE = "send_message"
 SIGNAL_ASSISTANT_OUTPUT = "assistant_output"
@@ -56,6 +59,11 @@ TURN_START_TO_CLOSE = timedelta(hours=6)
 # workflow task is four history events. 50 ms keeps an event's trip to a follower near
 # 60 ms; longer batches trade latency for history (docs/design.md, "Streaming").
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=50)
+# ... while someone follows the run; with nobody following, a batch a second.
+STREAM_UNWATCHED_BATCH_INTERVAL = timedelta(seconds=1)
+# How often a running turn asks whether anyone follows its run (a query: no history).
+FOLLOWERS_CHECK_EVERY = 1.0
+FOLLOWERS_FIRST_RECHECK = 0.6
 
 # Guards against runaway recursion: a tree never grows deeper than this, and one run
 # never delegates more than this many runs.

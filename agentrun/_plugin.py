@@ -224,7 +224,10 @@ class AgentRunPlugin(SimplePlugin):
         if "client" in config:
             config["client"] = _worker_client(config["client"])
         turns = TurnActivities(
-            self.registry(), self.settings.stream_batch_interval, self.settings.owner_turn_cap
+            self.registry(),
+            self.settings.stream_batch_interval,
+            self.settings.owner_turn_cap,
+            self.settings.stream_unwatched_batch_interval,
         )
         ours: list[Callable[..., Any]] = [
             turns.run_turn,

@@ -88,6 +88,7 @@ class AgentRunSettings(BaseSettings):
     max_concurrent_turns: int = Field(default=100, ge=1, le=10_000)
     max_turns_per_owner: int | None = Field(default=None, ge=1, le=10_000)
     stream_batch_ms: int = Field(default=50, ge=10, le=5000)
+    stream_unwatched_batch_ms: int = Field(default=1000, ge=10, le=60_000)
     storage: Annotated[Literal["local", "s3", "off"], BeforeValidator(_lower)] = "local"
     storage_dir: Path = Path(".temporal/payloads")
     storage_threshold: Size = 256 * 1024
@@ -116,6 +117,11 @@ class AgentRunSettings(BaseSettings):
     def stream_batch_interval(self) -> timedelta:
         """``stream_batch_ms`` as a duration."""
         return timedelta(milliseconds=self.stream_batch_ms)
+
+    @property
+    def stream_unwatched_batch_interval(self) -> timedelta:
+        """``stream_unwatched_batch_ms`` as a duration."""
+        return timedelta(milliseconds=self.stream_unwatched_batch_ms)
 
 
 def env_name(field: str) -> str:

@@ -11,7 +11,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from agentrun import AgentRunClient, DelegationError
 from agentrun._constants import DELEGATION_STATUS
 from agentrun._models import AgentRunInput
-from tests.helpers import child, eventually, run, script, turn_results
+from tests.helpers import child, eventually, run, script, tool, tool_results, turn_results
 
 LONG = {"sleep": 60}
 
@@ -161,3 +161,21 @@ async def test_stopping_a_middle_run_leaves_parent_and_siblings_running(
     )
     assert len(children) == 2
     await runs.stop_tree(owner, root)
+
+
+async def test_a_child_stopped_with_its_parent_tells_its_text_after_the_parent_resumes(
+    runs: AgentRunClient, owner: str
+):
+    worker = child({"say": "child text"}, LONG)
+    root = await runs.start(
+        owner, "scripted", script(run("scripted", worker, background=True), LONG)
+    )
+    await eventually(
+        lambda: runs.summary(owner, f"{root}.1"), lambda s: s and s.assistant == "child text"
+    )
+    await runs.stop_tree(owner, root)
+    await runs.resume(owner, root, script(tool("agent_output", run_id=f"{root}.1")))
+    final = await runs.wait(owner, root, timeout=60)
+    assert final.status == "completed"
+    [output] = tool_results(await runs.thread(owner, root))[-1:]
+    assert (output["status"], output["output"]) == ("stopped", "child text")

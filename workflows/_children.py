@@ -16,7 +16,12 @@ from datetime import timedelta
 from pydantic import JsonValue
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from agentrun._constants import (
@@ -235,6 +240,12 @@ class Children:
             state = await self._read(run_id)
             if state is not None and state.summary.epoch == child.epoch:
                 child = state.summary
+        elif child.status == "stopped" and workflow.patched(CHILD_REPORT_PATCH):
+            # Its text as it closed, from itself: settled while this run stopped, the
+            # table has only its status.
+            said = await self._read_summary(run_id)
+            if said is not None and said.epoch == child.epoch and said.status == "stopped":
+                child = said
         output: JsonValue = child.assistant
         return {
             "run_id": run_id,
@@ -318,6 +329,10 @@ class Children:
             except ValueError:
                 pass
         if workflow.patched(CHILD_REPORT_PATCH):
+            if isinstance(cause, CancelledError) and workflow.cancellation_reason() is not None:
+                # Stopped with this run: the status now, the text when asked for it
+                # (``agent_output``); no read while the whole tree closes.
+                return self.table[run_id].model_copy(update={"status": "stopped"})
             said = await self._read_summary(run_id)
         else:  # how runs from before read it
             state = await self._read(run_id)

@@ -21,12 +21,13 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.workflow_streams import PublishEntry, PublishInput
+from temporalio.contrib.workflow_streams import PollInput, PollResult, PublishEntry, PublishInput
 
-from agentrun._constants import EVENTS_TOPIC
+from agentrun._constants import EVENTS_TOPIC, QUERY_STREAM_POLLS
 
-# The Workflow Streams publish signal (temporalio.contrib.workflow_streams).
+# The Workflow Streams publish signal and poll query (temporalio.contrib.workflow_streams).
 STREAM_PUBLISH_SIGNAL = "__temporal_workflow_stream_publish"
+STREAM_POLL_QUERY = "__temporal_workflow_stream_poll"
 _JSON = b"json/plain"
 
 
@@ -51,6 +52,31 @@ def guard_stream_publish(run_id: str, said: Callable[[int, str], None]) -> None:
         _tell_last_text(events, said)
 
     workflow.set_signal_handler(STREAM_PUBLISH_SIGNAL, checked_publish)
+
+
+def count_stream_polls() -> None:
+    """Count the polls of the run's stream, for its turns (query ``stream_polls``): a
+    turn sends its events fast while followers poll, and slowly while nobody does.
+
+    The count lives in the worker's memory, not in the history: a query writes none,
+    and a worker that takes the run over starts counting again from zero.
+    """
+    poll = workflow.get_query_handler(STREAM_POLL_QUERY)
+    if poll is None:
+        raise RuntimeError("open the run's WorkflowStream before counting its polls")
+    polls = 0
+
+    def counted_poll(request: PollInput) -> PollResult:
+        nonlocal polls
+        polls += 1
+        result: PollResult = poll(request)
+        return result
+
+    def stream_polls() -> int:
+        return polls
+
+    workflow.set_query_handler(STREAM_POLL_QUERY, counted_poll)
+    workflow.set_query_handler(QUERY_STREAM_POLLS, stream_polls)
 
 
 def _tell_last_text(events: list[dict[str, Any]], said: Callable[[int, str], None]) -> None:

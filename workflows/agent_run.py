@@ -62,7 +62,7 @@ from agentrun._payload_guard import PayloadTooLargeError
 from agentrun._webui import current_details
 from agentrun.workflows._approvals import Approvals, awaiting_details
 from agentrun.workflows._children import CHILD_REPORT_PATCH, Children, Parent
-from agentrun.workflows._stream_guard import guard_stream_publish
+from agentrun.workflows._stream_guard import count_stream_polls, guard_stream_publish
 from agentrun.workflows._tools import call_tool
 
 STREAM_OFFSET_QUERY = "__temporal_workflow_stream_offset"
@@ -100,6 +100,7 @@ class AgentRunWorkflow:
         self._parent_run_id = info.parent.workflow_id if info.parent else self._input.parent_run_id
         self._stream = WorkflowStream(prior_state=self._input.stream_state)
         guard_stream_publish(self._run_id, self._said_on_stream)
+        count_stream_polls()
         self._events = self._stream.topic(EVENTS_TOPIC, type=AgentEvent)
         self._thread: list[Message] = self._input.initial_thread()
         self._agent_state = dict(self._input.agent_state)

@@ -3,9 +3,9 @@
 A ``clock`` agent (the scripted agent, whose ``{now}`` in a ``say`` becomes the wall
 time at the moment the turn publishes it) says one word every 20 ms (two events: the
 ``text_delta`` and the ``message``); the client follows with ``AgentRunClient.events``
-and compares that time with its own clock. Two batch settings of the worker
-(``AGENTRUN_STREAM_BATCH_MS``): the default, and a longer one that trades latency for
-history.
+and compares that time with its own clock. Batch settings of the worker while followed
+(``AGENTRUN_STREAM_BATCH_MS``): the default, and longer ones that trade latency for
+history; and the history of the same run when nobody follows it.
 """
 
 from __future__ import annotations
@@ -67,10 +67,12 @@ def _batch(ms: int) -> Iterator[None]:
 
 
 async def run(report: Report) -> None:
-    """~100 events/s at each batch setting; in a full run, latency against the rate too."""
+    """~100 events/s at each batch setting, followed and not; in a full run, latency
+    against the rate too."""
     for ms in BATCHES_MS:
         with _batch(ms):
             await _at_100(report, ms)
+    await _unwatched(report, 100 if QUICK else 500)
     if not QUICK:
         await _sweep(report)
 
@@ -119,6 +121,21 @@ async def _at_100(report: Report, ms: int) -> None:
         short = kind.removeprefix("EVENT_TYPE_").lower()
         figure = f"history: {short} per streamed event{tag}"
         report.add(Figure(s, figure, run.kinds[kind] / run.streamed, "x"))
+
+
+async def _unwatched(report: Report, words: int) -> None:
+    """The same clock run with nobody following while it runs: its turn batches slowly
+    (``AGENTRUN_STREAM_UNWATCHED_BATCH_MS``); its stream is read once it has ended."""
+    steps = [item for _ in range(words) for item in ({"say": "{now}"}, {"sleep": INTERVAL})]
+    async with fresh_server() as server, agentrun_worker(server.client, clock_registry()) as queue:
+        runs, owner = AgentRunClient(server.client, queue), new_owner()
+        run_id = await runs.start(owner, "clock", json.dumps({"steps": steps}))
+        await runs.wait(owner, run_id, timeout=600)
+        streamed = len([item async for item in runs.events(owner, run_id)])
+        history = await server.client.get_workflow_handle(run_id).fetch_history()
+    per_event = len(history.events) / streamed
+    figure = "history events per streamed event [nobody following]"
+    report.add(Figure("streaming", figure, per_event, "x", "<= 0.1", per_event <= 0.1))
 
 
 async def _sweep(report: Report) -> None:
