@@ -56,8 +56,9 @@ class _Followers:
 
     Asks the run (query ``stream_polls``: no history) at once, again after
     ``FOLLOWERS_FIRST_RECHECK`` (a quiet follower polls every half second), then every
-    ``FOLLOWERS_CHECK_EVERY``. Until it knows, the turn streams as if unwatched: its
-    first event still goes at once, the next within the recheck.
+    ``FOLLOWERS_CHECK_EVERY``. A run polled at all since its worker took it counts as
+    followed at first; until the first answer, the turn streams as if unwatched (its
+    first event still goes at once).
     """
 
     def __init__(self, handle: WorkflowHandle[Any, Any]) -> None:
@@ -79,8 +80,8 @@ class _Followers:
                 return
             except RPCError:
                 continue  # busy or away: keep the last answer
-            if self._polls is not None:
-                self.followed = polls != self._polls
+            # First: polled at all (``agentrun run`` follows from the start); then: moved.
+            self.followed = polls > 0 if self._polls is None else polls != self._polls
             self._polls = polls
 
 
