@@ -45,6 +45,8 @@ from agentrun._models import (
     TurnInput,
     TurnResult,
 )
+from agentrun._observability import count_tokens
+from agentrun._usage import Usage
 from agentrun.activities._beat import Batching, Progress, beating
 from agentrun.activities._owners import OwnerSlots
 from agentrun.activities._threads import ThreadCache
@@ -88,8 +90,8 @@ class _TurnEvents:
             self._progress.wake.set()
         self.seq += 1
 
-    def message(self, message: Message) -> None:
-        self.publish("message", message=message)
+    def message(self, message: Message, usage: Usage | None = None) -> None:
+        self.publish("message", message=message, usage=usage)
         for call in message.tool_calls:
             self.publish("tool_call", tool_call=call)
 
@@ -186,7 +188,8 @@ class TurnActivities:
             while not progress.checkpoint.ended:
                 step = await self._safe_step(spec, turn, progress.checkpoint, events, box)
                 for message in step.messages:
-                    events.message(message)
+                    events.message(message, step.usage)
+                count_tokens(spec.id, step.usage)
                 progress.checkpoint = _advance(progress.checkpoint, step, events.seq)
                 await yielded.now_and_then()
         except asyncio.CancelledError:
@@ -198,6 +201,7 @@ class TurnActivities:
                 agent_state=progress.checkpoint.agent_state,
                 stopped=True,
                 policy=policy,
+                usage=progress.checkpoint.usage,
             )
         return TurnResult(
             messages=progress.checkpoint.messages,
@@ -206,6 +210,7 @@ class TurnActivities:
             error=progress.checkpoint.error,
             policy=policy,
             routes=[box.route(call) for call in progress.checkpoint.tool_calls],
+            usage=progress.checkpoint.usage,
         )
 
     async def _toolbox(self, spec: AgentSpec, policy: AgentPolicy) -> Toolbox | str:
@@ -307,6 +312,7 @@ def _advance(checkpoint: TurnCheckpoint, step: Step, events_published: int) -> T
             "ended": step.finished or step.error is not None or bool(step.tool_calls),
             "tool_calls": step.tool_calls,
             "error": step.error,
+            "usage": checkpoint.usage + step.usage if step.usage else checkpoint.usage,
         }
     )
 

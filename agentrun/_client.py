@@ -295,6 +295,7 @@ class AgentRunClient:
                 agent_state=state.agent_state,
                 children=state.children,
                 stream_state=state.stream_state,
+                usage=state.summary.usage,
             ),
         )
         return await self.summary(owner_thread_id, run_id) or summary

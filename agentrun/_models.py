@@ -15,6 +15,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 from agentrun._constants import TURN_HEARTBEAT_TIMEOUT, TURN_START_TO_CLOSE
 from agentrun._storage_guard import unreadable_reason
+from agentrun._usage import Usage
 
 Role = Literal["user", "assistant", "system", "tool"]
 Status = Literal["running", "completed", "failed", "stopped"]
@@ -92,6 +93,7 @@ class RunSummary(BaseModel):
     owner_thread_id: str = ""
     parent_run_id: str | None = None
     epoch: int = 1
+    usage: Usage = Field(default_factory=Usage)  # the run's own, all its epochs
 
     def tool_view(self) -> dict[str, JsonValue]:
         """The five fields a delegation tool returns to an agent."""
@@ -134,6 +136,7 @@ class AgentRunInput(BaseModel):
     # Whoever started the run set its search attributes (agentrun._visibility): the run
     # does not upsert them again when it starts.
     search_attributes_set: bool = False
+    usage: Usage = Field(default_factory=Usage)  # what earlier epochs and runs spent
 
     @field_validator("owner_thread_id", "agent_id", mode="after")
     @classmethod
@@ -253,6 +256,7 @@ class AgentEvent(BaseModel):
     message: Message | None = None
     tool_call: ToolCall | None = None
     summary: RunSummary | None = None
+    usage: Usage | None = None  # on the ``message`` of a model response
 
 
 class PendingApproval(BaseModel):
@@ -324,6 +328,7 @@ class TurnResult(BaseModel):
     # How the workflow executes each of ``tool_calls``, as the turn's worker resolved
     # them; a call without a route is a delegation tool (histories before tools).
     routes: list[ToolRoute] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)  # of the responses the thread keeps
 
 
 class ToolRoute(BaseModel):
@@ -390,6 +395,7 @@ class TurnCheckpoint(BaseModel):
     ended: bool = False
     tool_calls: list[ToolCall] = Field(default_factory=list)
     error: str | None = None
+    usage: Usage = Field(default_factory=Usage)
 
 
 class ResumeChildRequest(BaseModel):

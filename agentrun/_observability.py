@@ -49,11 +49,13 @@ from temporalio.worker import (
 from temporalio.workflow import ActivityHandle, ChildWorkflowHandle
 
 from agentrun._constants import TURN_ACTIVITY
+from agentrun._usage import Usage
 
 __all__ = [
     "COUNTERS",
     "ObservabilityError",
     "RunMetricsInterceptor",
+    "count_tokens",
     "flush_tracing",
     "metrics_runtime",
     "tracing_enabled",
@@ -69,6 +71,7 @@ RUNS_FAILED = "agentrun_runs_failed"
 RUNS_STOPPED = "agentrun_runs_stopped"
 EVENTS_PUBLISHED = "agentrun_events_published"
 CHECKPOINTS_WRITTEN = "agentrun_checkpoints_written"
+TOKENS = "agentrun_tokens_total"
 COUNTERS: Mapping[str, str] = {
     RUNS_STARTED: "Run epochs started (a resume starts the next epoch)",
     RUNS_COMPLETED: "Run epochs that ended completed",
@@ -76,6 +79,7 @@ COUNTERS: Mapping[str, str] = {
     RUNS_STOPPED: "Run epochs that ended stopped",
     EVENTS_PUBLISHED: "Events appended to the runs' streams",
     CHECKPOINTS_WRITTEN: "Agent steps checkpointed (heartbeated, or in the turn's result)",
+    TOKENS: "Model tokens, by agent and kind (input, output, cache_read, cache_write)",
 }
 
 # The stream's documented offset query (temporalio.contrib.workflow_streams): the
@@ -332,3 +336,19 @@ def _agent_label(args: Any) -> dict[str, str | int | float | bool]:
     raw = args[0] if args else None
     agent_id = raw.get("agent_id") if isinstance(raw, Mapping) else None
     return {"agent_id": agent_id if isinstance(agent_id, str) else "unknown"}
+
+
+def count_tokens(agent_id: str, usage: Usage | None) -> None:
+    """Add a model response's tokens to ``agentrun_tokens_total`` (in a turn activity)."""
+    if usage is None:
+        return
+    counter = activity.metric_meter().create_counter(TOKENS, COUNTERS[TOKENS])
+    kinds = {
+        "input": usage.input_tokens,
+        "output": usage.output_tokens,
+        "cache_read": usage.cache_read_tokens,
+        "cache_write": usage.cache_write_tokens,
+    }
+    for kind, tokens in kinds.items():
+        if tokens:
+            counter.add(tokens, {"agent": agent_id, "kind": kind})

@@ -8,10 +8,13 @@ It answers by the requested model name, so one server serves several behaviours:
 - ``delegator``: calls ``agent_run`` on ``scripted`` until it has a tool result, then
   streams a summary of it.
 - ``wanderer``: first calls a tool it does not have, then streams slowly (for kills).
+- ``fanout``: calls ``agent_run`` on ``researcher`` twice at once, then says it is done.
 - ``toolsmith``: calls ``add`` (with a bad argument) and ``shout`` at once, then
   ``add`` again mended, then answers with both results.
 
-Every request is recorded (body and headers) so tests can count and inspect them.
+Every request is recorded (body and headers) so tests can count and inspect them, and
+every streamed answer ends with its usage (as OpenAI sends it when asked), recorded in
+``usages``: prompt tokens 10 per message plus 7, completion tokens 3 per word or call.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class FakeOpenAI:
     def __init__(self) -> None:
         """Start serving at once."""
         self.requests: list[dict[str, Any]] = []
+        self.usages: list[dict[str, Any]] = []  # {"model", "prompt_tokens", ...} per answer
         self.headers: list[dict[str, str]] = []
         self.slow_seconds = 4.0
         self._lock = threading.Lock()
@@ -77,29 +81,55 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 def _answer(
     handler: BaseHTTPRequestHandler, fake: FakeOpenAI, body: dict[str, Any], n: int
 ) -> None:
+    usage = _respond(handler, fake, body, n)
+    if usage is not None:
+        with fake._lock:
+            fake.usages.append({"model": body.get("model", ""), **usage})
+
+
+def _respond(
+    handler: BaseHTTPRequestHandler, fake: FakeOpenAI, body: dict[str, Any], n: int
+) -> dict[str, int] | None:
     model = body.get("model", "")
     messages = body.get("messages", [])
     if model == "locked":
-        return _error(handler, 401, "Incorrect API key provided: sk-te****", "invalid_api_key")
+        _error(handler, 401, "Incorrect API key provided: sk-te****", "invalid_api_key")
+        return None
     if model == "flaky" and n == 1:
-        return _error(handler, 429, "Rate limit reached, retry later", "rate_limit_exceeded")
+        _error(handler, 429, "Rate limit reached, retry later", "rate_limit_exceeded")
+        return None
     if model == "delegator" and not any(m.get("role") == "tool" for m in messages):
         args = {"agent_id": "scripted", "prompt": "research this"}
-        return _stream(handler, model, tool_call=("call_d1", "agent_run", args))
+        return _stream(
+            handler, model, tool_call=("call_d1", "agent_run", args), messages=len(messages)
+        )
     if model == "delegator":
         result = next(m for m in messages if m.get("role") == "tool")
-        return _stream(handler, model, text=f"The helper said: {result['content']}")
+        return _stream(
+            handler, model, text=f"The helper said: {result['content']}", messages=len(messages)
+        )
     if model == "wanderer" and not any(m.get("role") == "tool" for m in messages):
         return _stream(handler, model, tool_call=("call_w1", "web_search", {"q": "x"}))
     if model == "wanderer":
         return _stream(handler, model, text="found it after all", delay=fake.slow_seconds)
+    if model == "fanout" and not any(m.get("role") == "tool" for m in messages):
+        calls = [
+            (f"call_f{n}", "agent_run", {"agent_id": "researcher", "prompt": topic})
+            for n, topic in enumerate(("tides", "winds"))
+        ]
+        return _stream(handler, model, tool_calls=calls, messages=len(messages))
+    if model == "fanout":
+        return _stream(handler, model, text="Both are in.", messages=len(messages))
     if model == "toolsmith":
         return _toolsmith(handler, model, [m for m in messages if m.get("role") == "tool"])
     last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-    return _stream(handler, model, text=f"You said: {last_user.get('content', '')}")
+    text = f"You said: {last_user.get('content', '')}"
+    return _stream(handler, model, text=text, messages=len(messages))
 
 
-def _toolsmith(handler: BaseHTTPRequestHandler, model: str, results: list[dict[str, Any]]) -> None:
+def _toolsmith(
+    handler: BaseHTTPRequestHandler, model: str, results: list[dict[str, Any]]
+) -> dict[str, int] | None:
     if not results:
         calls: list[tuple[str, str, dict[str, Any]]] = [
             ("call_t1", "add", {"a": "two", "b": 3}),
@@ -129,7 +159,8 @@ def _stream(
     tool_call: tuple[str, str, dict[str, Any]] | None = None,
     delay: float = 0.0,
     tool_calls: list[tuple[str, str, dict[str, Any]]] | None = None,
-) -> None:
+    messages: int = 1,
+) -> dict[str, int]:
     handler.send_response(200)
     handler.send_header("content-type", "text/event-stream")
     handler.end_headers()
@@ -145,8 +176,15 @@ def _stream(
         call["function"] = {"name": name, "arguments": json.dumps(args)}
         _chunk(handler, model, {"role": "assistant", "tool_calls": [call]}, None)
     _chunk(handler, model, {}, "tool_calls" if calls else "stop")
+    prompt, completion = 10 * messages + 7, 3 * (len(words) + len(calls))
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+    usage["total_tokens"] = prompt + completion
+    tail: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk"}
+    tail.update({"model": model, "created": int(time.time()), "choices": [], "usage": usage})
+    handler.wfile.write(f"data: {json.dumps(tail)}\n\n".encode())
     handler.wfile.write(b"data: [DONE]\n\n")
     handler.wfile.flush()
+    return usage
 
 
 def _chunk(

@@ -91,6 +91,7 @@ class Children:
         self.table: dict[str, RunSummary] = {child.run_id: child for child in carried}
         self.policy = AgentPolicy(visible_agents=[], max_depth=0)
         self._watchers: set[asyncio.Task[None]] = set()
+        self._numbered = len(self.table)  # the highest child number given out
 
     def summaries(self) -> list[RunSummary]:
         """Every child's summary, sorted by run_id."""
@@ -149,13 +150,22 @@ class Children:
         """Start a new child as ``<parent>.<n>``, or ``<parent>.<n>-<random>`` when that
         id is taken: workflow ids are namespace-wide, and another owner may have started
         a run with the id this child would have had. Its agent never learns of it."""
-        number = f"{self._parent.run_id}.{len(self.table) + 1}"
+        number = f"{self._parent.run_id}.{self._number()}"
         for attempt in range(CHILD_ID_ATTEMPTS):
             run_id = number if attempt == 0 else f"{number}-{workflow.uuid4().hex[:8]}"
             with contextlib.suppress(WorkflowAlreadyStartedError):
                 await self._start(run_id, child, WorkflowIDReusePolicy.REJECT_DUPLICATE)
                 return run_id
         raise DelegationError(f"Cannot start '{child.agent_id}': no free run_id under {number}")
+
+    def _number(self) -> int:
+        """The next child's number. Taken before its start is awaited, so calls of one
+        turn that start children at once get ``.1``, ``.2``, ... (patched: runs from
+        before numbered them by the children already in the table)."""
+        if not workflow.patched("reserve-child-numbers"):
+            return len(self.table) + 1
+        self._numbered = max(self._numbered, len(self.table)) + 1
+        return self._numbered
 
     def _check_allowed(self, agent_id: str) -> None:
         if agent_id not in self.policy.visible_agents:
@@ -202,6 +212,7 @@ class Children:
             agent_state=state.agent_state,
             children=state.children,
             stream_state=state.stream_state,
+            usage=state.summary.usage,
         )
         await self._start(child.run_id, resumed)
         return await self._settled_if_foreground(child.run_id, background)

@@ -108,6 +108,7 @@ class AgentRunWorkflow:
         self._error: str | None = None
         self._turn = self._input.turn
         self._turns_here = 0
+        self._usage = self._input.usage  # all this run's epochs and executions so far
         self._tail_from: int | None = None  # the thread's length when the last turn began
         self._children = Children(
             Parent(self._run_id, self._input.owner_thread_id, self._input.depth, info.task_queue),
@@ -165,6 +166,7 @@ class AgentRunWorkflow:
             self._publish_turn_events(result.events)
             self._thread.extend(result.messages)
             self._agent_state = result.agent_state
+            self._usage += result.usage.model_copy(update={"tool_calls": len(result.tool_calls)})
             self._children.policy = result.policy
             if self._stop_requested() or result.stopped:
                 raise asyncio.CancelledError
@@ -194,6 +196,7 @@ class AgentRunWorkflow:
                 "children": self._children.summaries(),
                 "turn": self._turn,
                 "continued": True,
+                "usage": self._usage,
                 "search_attributes_set": False,  # the next run sets its own
             }
         )
@@ -455,6 +458,7 @@ class AgentRunWorkflow:
             owner_thread_id=self._input.owner_thread_id,
             parent_run_id=self._parent_run_id,
             epoch=self._input.epoch,
+            usage=self._usage,
         )
 
     @workflow.query(name=QUERY_THREAD)

@@ -37,6 +37,7 @@ from pydantic_ai.tools import ToolDefinition
 
 from agentrun._agents._messages import from_model_response, to_model_messages
 from agentrun._agents._runtime import RetryableStepError, Step, StepContext
+from agentrun._usage import ModelPrice, Usage
 
 
 class ModelAgent:
@@ -45,19 +46,26 @@ class ModelAgent:
     replays_exactly = False
 
     def __init__(
-        self, model: Model | str, instructions: str = "", settings: ModelSettings | None = None
+        self,
+        model: Model | str,
+        instructions: str = "",
+        settings: ModelSettings | None = None,
+        price: ModelPrice | None = None,
     ) -> None:
-        """Bind the model, the agent's own instructions and its model settings.
+        """Bind the model, the agent's own instructions, model settings and price.
 
         Args:
             model: A pydantic-ai model, or its ``provider:name`` (``openai:gpt-4o-mini``);
                 the provider's key comes from the worker's environment.
             instructions: The agent's own instructions (its system prompt).
             settings: pydantic-ai model settings (temperature, max tokens, ...).
+            price: US dollars per million tokens, for a model ``genai-prices`` does not
+                list (or to override it); None: ``genai-prices``' price, if it has one.
         """
         self.model = infer_model(model) if isinstance(model, str) else model
         self.instructions = instructions
         self.settings = settings
+        self.price = price
 
     async def step(self, ctx: StepContext) -> Step:
         """One model response on the thread; a response that calls tools ends the turn."""
@@ -81,6 +89,7 @@ class ModelAgent:
             state=ctx.state,
             tool_calls=reply.tool_calls,
             finished=not reply.tool_calls,
+            usage=response_usage(response, self.price),
         )
 
     async def _respond(
@@ -100,6 +109,26 @@ class ModelAgent:
                 if text:
                     ctx.emit_text(text)
             return stream.get()
+
+
+def response_usage(response: ModelResponse, price: ModelPrice | None) -> Usage:
+    """One response's requests, tokens and cost: at ``price`` when the agent sets one,
+    else by ``genai-prices``; a model neither knows is counted with no cost."""
+    tokens = response.usage
+    usage = Usage(
+        requests=1,
+        input_tokens=tokens.input_tokens,
+        output_tokens=tokens.output_tokens,
+        cache_read_tokens=tokens.cache_read_tokens,
+        cache_write_tokens=tokens.cache_write_tokens,
+    )
+    if price is not None:
+        return usage.model_copy(update={"cost_usd": price.cost(usage)})
+    try:
+        cost = float(response.cost().total_price)
+    except Exception:  # genai-prices knows no such model (or provider): no cost
+        return usage.model_copy(update={"unpriced_requests": 1})
+    return usage.model_copy(update={"cost_usd": cost})
 
 
 def _streamed_text(event: ModelResponseStreamEvent) -> str:

@@ -40,6 +40,7 @@ from agentrun._agents._tool_entries import (
 )
 from agentrun._constants import MAX_DEPTH
 from agentrun._tools import AgentTool, MCPServer
+from agentrun._usage import ModelPrice
 
 REGISTRY_ENV = "AGENTRUN_AGENTS"
 DEFAULT_REGISTRY_FILE = "agents.toml"
@@ -66,6 +67,7 @@ class AgentEntry(BaseModel):
     mcp_servers: list[str] = Field(default_factory=list)
     excluded_tools: list[str] = Field(default_factory=list)
     approval_tools: list[str] = Field(default_factory=list)
+    price: ModelPrice | None = None
 
 
 class RegistryFile(BaseModel):
@@ -165,7 +167,7 @@ def _spec(file: Path, agent_id: str, entry: AgentEntry, base: AgentRegistry) -> 
         raise RegistryError(f"{file}: agents.{agent_id}.model: {err}") from None
     return AgentSpec(
         id=agent_id,
-        runtime=ModelAgent(model, entry.instructions, entry.settings or None),  # type: ignore[arg-type]
+        runtime=ModelAgent(model, entry.instructions, entry.settings or None, entry.price),  # type: ignore[arg-type]
         description=entry.description,
         allowed_agents=tuple(entry.allowed_agents) if entry.allowed_agents is not None else None,
         excluded_agents=tuple(entry.excluded_agents),

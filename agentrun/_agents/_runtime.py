@@ -10,6 +10,7 @@ from pydantic import JsonValue
 from pydantic_ai.tools import ToolDefinition
 
 from agentrun._models import Message, ToolCall
+from agentrun._usage import Usage
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Step:
     tool_calls: list[ToolCall] = field(default_factory=list)
     finished: bool = False
     error: str | None = None
+    usage: Usage | None = None  # a model response's requests, tokens and cost
 
 
 class RetryableStepError(Exception):

@@ -234,6 +234,7 @@ def details_view(details: RunDetails, now: datetime) -> Table:
         ("closed", _when(timing.closed_at)),
         ("duration", duration(timing.seconds(now))),
         ("assistant", escape(clip(summary.assistant or "-", 200))),
+        ("usage", escape(summary.usage.describe())),
     ]
     if summary.error:
         rows.append(("error", f"[red]{escape(summary.error)}[/]"))
