@@ -6,6 +6,7 @@ OpenAI does when asked) delegates to two model-driven researchers.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -16,7 +17,10 @@ from temporalio.worker import Worker
 
 from agentrun import AgentRegistry, AgentRunClient, AgentSpec, ModelAgent, ScriptedAgent
 from agentrun._agents._registry_file import build_model
+from agentrun._constants import WORKFLOW_TYPE
+from agentrun._models import AgentRunInput
 from agentrun._usage import ModelPrice, Usage
+from agentrun._visibility import start_search_attributes
 from tests.conftest import agentrun_client, server_address
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import agentrun_cli
@@ -117,3 +121,25 @@ async def test_an_agents_own_price_prices_an_unlisted_model(
     expected = (usage["prompt_tokens"] * 1.5 + usage["completion_tokens"] * 4.0) / 1_000_000
     assert final.usage.cost_usd == pytest.approx(expected)
     assert final.usage.unpriced_requests == 0
+
+
+async def test_usage_is_carried_across_continue_as_new(
+    env: WorkflowEnvironment, runs: AgentRunClient, fake_openai: FakeOpenAI, owner: str
+):
+    run_input = AgentRunInput(
+        owner_thread_id=owner, agent_id="planner", prompt="Look", continue_as_new_after=1
+    )
+    run_id = "usage-" + uuid.uuid4().hex[:8]
+    await env.client.start_workflow(
+        WORKFLOW_TYPE,
+        run_input,
+        id=run_id,
+        task_queue=runs.task_queue,
+        search_attributes=start_search_attributes(run_input),
+    )
+    final = await runs.wait(owner, run_id, timeout=120)
+    executions = [e async for e in env.client.list_workflows(f"WorkflowId = '{run_id}'")]
+    assert len(executions) >= 2  # it did continue as new
+    planned = reported(fake_openai, "fanout")
+    assert (final.usage.requests, final.usage.tool_calls) == (2, 2)
+    assert final.usage.input_tokens == sum(u["prompt_tokens"] for u in planned)
