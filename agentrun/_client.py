@@ -41,6 +41,7 @@ from agentrun._models import (
     check_id,
 )
 from agentrun._reading import Listing, NoAnswerError, RunReader
+from agentrun._task_queue import worker_polls
 from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
 
@@ -120,6 +121,10 @@ class AgentRunClient:
         seen = await self._reader.visible(owner_thread_id, run_id)
         return await self._reader.current(seen) if seen is not None else None
 
+    async def known(self, owner_thread_id: str, run_id: str) -> bool:
+        """Whether the run exists and is the owner's: Temporal answers alone, no worker."""
+        return await self._reader.visible(owner_thread_id, run_id) is not None
+
     async def thread(self, owner_thread_id: str, run_id: str) -> list[Message] | None:
         """The run's messages, or None (same scoping as ``summary``)."""
         if await self._reader.visible(owner_thread_id, run_id) is None:
@@ -139,7 +144,8 @@ class AgentRunClient:
         The runs come from Temporal's visibility store (which can lag a start by a
         moment); each one's latest text from the run, a few at a time. A run that
         cannot say (no worker answers, its input was invalid) is listed as visibility
-        shows it, without its text: one run never fails the list.
+        shows it, without its text: one run never fails the list. When no worker
+        polls the client's task queue, no run is asked.
         """
         try:
             check_id(owner_thread_id)
@@ -153,6 +159,8 @@ class AgentRunClient:
             if not statuses or run.summary.status in statuses or run.closed is None
         ]
         listing = Listing()
+        # With no worker polling, each query would only wait for its timeout.
+        listing.answering = await worker_polls(self.temporal, self.task_queue)
         found = await asyncio.gather(*(self._reader.current(run, listing) for run in wanted))
         kept = [s for s in found if not statuses or s.status in statuses]
         return sorted(kept, key=lambda s: s.run_id)

@@ -36,6 +36,7 @@ from agentrun.cli._common import (
     Address,
     AgentrunApp,
     JsonOutput,
+    NoWait,
     Owner,
     RunId,
     checked_owner,
@@ -52,6 +53,12 @@ from agentrun.cli._common import (
 from agentrun.cli._live import print_events, redraw_tree
 from agentrun.cli._storage import storage_app
 from agentrun.cli._views import owned_summary, run_details, run_tree
+from agentrun.cli._workers import (
+    require_worker,
+    require_worker_for,
+    until_worker_polls,
+    warn_without_worker,
+)
 
 __all__ = ["EXIT_CODES", "app"]
 
@@ -84,6 +91,7 @@ def run(
     prompt: Annotated[str, typer.Argument(help="What the agent is asked.")],
     owner: Owner = None,
     detach: Annotated[bool, typer.Option(help="Print the run id and return at once.")] = False,
+    no_wait: NoWait = False,
     json_output: JsonOutput = False,
     address: Address = None,
 ) -> None:
@@ -91,7 +99,8 @@ def run(
 
     With --json: one line per event ({"run_id", "offset", "event"}), then
     {"summary": ...}; with --detach just {"run_id": ...}. Exits 4 when the run
-    ends failed or stopped.
+    ends failed or stopped. When no worker polls the task queue it says so once and
+    waits for one; with --no-wait it exits 3 instead, without starting the run.
     """
     owner = checked_owner(owner)
     for value, name in ((agent, "AGENT"), (prompt, "PROMPT")):
@@ -99,12 +108,15 @@ def run(
             raise typer.BadParameter("must not be blank", param_hint=name)
 
     async def start_and_follow(runs: AgentRunClient) -> int:
+        if no_wait and not detach:
+            await require_worker(runs, "the run was not started")
         run_id = await runs.start(owner, agent.strip(), prompt)
         if detach:
             _print_started(run_id, owner, json_output)
             return EXIT_OK
         if not json_output:
             errors.print(f"Started [bold]{escape(run_id)}[/] (Ctrl-C detaches; the run goes on)")
+        await until_worker_polls(runs, "the run waits in the queue until one comes")
         await print_events(runs, owner, run_id, 0, json_output, with_tree=True)
         summary = await runs.wait(owner, run_id)
         if json_output:
@@ -138,6 +150,7 @@ def watch(
     retry_for: Annotated[
         float, typer.Option(min=0, help="Seconds to keep reconnecting before giving up.")
     ] = 300.0,
+    no_wait: NoWait = False,
     json_output: JsonOutput = False,
     address: Address = None,
 ) -> None:
@@ -146,11 +159,17 @@ def watch(
     Each line names its run and the event's offset in that run's stream. A broken
     connection is followed again from the next offset: no event twice, none lost.
     Descendants are followed from their first event. With --json: one
-    {"run_id", "offset", "event"} object per line, text deltas included.
+    {"run_id", "offset", "event"} object per line, text deltas included. When no
+    worker polls the task queue it says so once and waits for one (--no-wait: exits 3).
     """
     owner = checked_owner(owner)
 
     async def stream(runs: AgentRunClient) -> int:
+        if no_wait:
+            await require_worker_for(runs, owner, run_id)
+        elif not await runs.known(owner, run_id):
+            raise unknown_run(run_id)
+        await until_worker_polls(runs, "only a worker can read a run's events")
         await print_events(runs, owner, run_id, from_offset, json_output, retry_for=retry_for)
         return EXIT_OK
 
@@ -190,6 +209,7 @@ def list_runs(
     async def list_them(runs: AgentRunClient) -> int:
         wanted = statuses or (None if all_runs else {"running", "stopped"})
         found = await runs.all(owner, statuses=wanted, agents=agents)
+        await warn_without_worker(runs, "runs are listed without their latest output")
         if json_output:
             print_json_line(render.summaries_json(found))
         elif found:
@@ -213,6 +233,7 @@ def show(
     owner = checked_owner(owner)
 
     async def show_it(runs: AgentRunClient) -> int:
+        await require_worker_for(runs, owner, run_id)
         details = await run_details(runs, owner, run_id)
         if json_output:
             print_json_line(render.details_json(details, now()))
@@ -234,6 +255,7 @@ def thread(
     owner = checked_owner(owner)
 
     async def print_thread(runs: AgentRunClient) -> int:
+        await require_worker_for(runs, owner, run_id)
         messages = await runs.thread(owner, run_id)
         if messages is None:
             raise unknown_run(run_id)

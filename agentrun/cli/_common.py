@@ -33,6 +33,12 @@ from agentrun._connection import DEFAULT_ADDRESS, connect
 from agentrun._observability import ObservabilityError, flush_tracing, tracing_plugins
 from agentrun._plugin import AgentRunPlugin
 from agentrun._settings import AgentRunSettings, SettingsError, load_settings
+from agentrun._task_queue import (
+    QUERIES_NEED_A_WORKER,
+    NoWorkerError,
+    no_worker_hint,
+    worker_polls,
+)
 from agentrun.cli._render import clip
 from agentrun.cli._watch import is_transient
 
@@ -47,7 +53,7 @@ EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_USER: "user error: unknown run, run not running or not resumable, bad input",
     EXIT_USAGE: "usage error: a missing or bad argument or option",
-    EXIT_UNREACHABLE: "Temporal unreachable, or no worker answered in time",
+    EXIT_UNREACHABLE: "Temporal unreachable, or no worker polls the task queue or answers in time",
     EXIT_RUN_NOT_COMPLETED: "`run` followed a run that ended failed or stopped",
     EXIT_DATABASE_IN_USE: "`server` found its database in use by another server",
 }
@@ -67,6 +73,12 @@ Owner = Annotated[
     ),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
+NoWait = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait", help="Exit 3 at once when no worker polls the task queue, not wait for one."
+    ),
+]
 Address = Annotated[
     str | None,
     typer.Option(help="host:port of Temporal (default: TEMPORAL_ADDRESS or temporal.toml)."),
@@ -174,8 +186,8 @@ def execute(address: str | None, command: Callable[[AgentRunClient], Awaitable[i
         if not str(err).startswith(CONNECT_FAILED):
             raise
         unreachable(target, err)
-    except NoAnswerError as err:
-        fail(str(err), EXIT_UNREACHABLE)  # names the run and the task queue
+    except (NoAnswerError, NoWorkerError) as err:
+        fail(str(err), EXIT_UNREACHABLE)  # names the task queue (and the run)
     except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
         if not is_transient(err):
             fail(f"Temporal at {target} refused the request: {err}")
@@ -199,7 +211,13 @@ async def _connected(
         runtime=_quiet_runtime(),
         plugins=tracing_plugins(config.otel),
     )
-    return await command(AgentRunClient(client, config.task_queue))
+    try:
+        return await command(AgentRunClient(client, config.task_queue))
+    except NoAnswerError:
+        if await worker_polls(client, config.task_queue):
+            raise  # a worker is there, and too busy to answer
+        hint = no_worker_hint(client, config.task_queue, QUERIES_NEED_A_WORKER)
+        raise NoWorkerError(hint) from None
 
 
 def _quiet_runtime() -> Runtime:

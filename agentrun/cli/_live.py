@@ -29,7 +29,10 @@ _TREE_EVENTS = ("child_started", "child_finished", "finish")
 
 
 def report_lost(lost: StreamLost) -> None:
-    """Tell the user (on stderr, off any ``--json`` output) that a stream is resumed."""
+    """Tell the user (on stderr, off any ``--json`` output) that a stream is resumed:
+    once, not at every attempt while it stays broken."""
+    if lost.attempt > 1:
+        return
     errors.print(
         f"watch: lost the stream of {lost.run_id} ({type(lost.error).__name__}: "
         f"{lost.error}); following it again from offset {lost.next_offset}",

@@ -56,6 +56,7 @@ class StreamLost:
     run_id: str
     next_offset: int
     error: BaseException
+    attempt: int = 1  # the reconnection about to be made since the last event
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class _Follower:
                 if time.monotonic() - failing_since > self._policy.give_up_after:
                     raise
                 attempt += 1
-                self._policy.on_lost(StreamLost(self.run_id, self.next_offset, err))
+                self._policy.on_lost(StreamLost(self.run_id, self.next_offset, err, attempt))
                 await asyncio.sleep(self._policy.wait(attempt))
 
 
