@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from agentrun._agents._registry_file import RegistryError
+from agentrun._agents._inventory import agent_line, registry_line
+from agentrun._agents._registry_file import RegistryError, registry_file
 from agentrun._codec import CodecError
 from agentrun._connection import connect
 from agentrun._observability import (
@@ -69,13 +70,16 @@ async def run_worker(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with Worker(client, task_queue=settings.task_queue), _collecting(client, plugin):
-        logging.getLogger("agentrun").info(
-            "Worker serving task queue %r on %s with agents %s; payloads %s",
+        log = logging.getLogger("agentrun")
+        log.info(
+            "Worker serving task queue %r on %s; payloads %s",
             settings.task_queue,
             client.service_client.config.target_host,
-            ", ".join(registry.ids()),
             plugin.payloads.describe(),
         )
+        log.info("%s", registry_line(registry_file(settings.agents)))
+        for spec in registry.specs():
+            log.info("%s", agent_line(registry, spec))
         await stop.wait()
 
 

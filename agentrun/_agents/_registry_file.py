@@ -104,11 +104,9 @@ def load_registry(
     from agentrun._agents import default_registry
 
     base = builtins or default_registry()
-    builtin_specs = [spec for spec in (base.get(i) for i in base.ids()) if spec]
-    file = Path(path or DEFAULT_REGISTRY_FILE)
-    if not file.exists():
-        if path:
-            raise RegistryError(f"{file}: agent registry file not found ({REGISTRY_ENV})")
+    builtin_specs = base.specs()
+    file = registry_file(path)
+    if file is None:
         return _combined(builtin_specs, extra, tools, mcp_servers)
     document = _read(file)
     entries = document.agents
@@ -128,6 +126,21 @@ def load_registry(
         [*file_servers, *mcp_servers],
         file,
     )
+
+
+def registry_file(path: str | Path | None = None) -> Path | None:
+    """The registry file to read: ``path``, else ``agents.toml`` in the working
+    directory; None when there is none to read.
+
+    Raises:
+        RegistryError: ``path`` names a file that does not exist.
+    """
+    file = Path(path or DEFAULT_REGISTRY_FILE)
+    if file.exists():
+        return file
+    if path:
+        raise RegistryError(f"{file}: agent registry file not found ({REGISTRY_ENV})")
+    return None
 
 
 def _combined(
