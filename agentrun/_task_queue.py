@@ -18,7 +18,7 @@ from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from agentrun._constants import DEFAULT_TASK_QUEUE
+from agentrun._constants import DEFAULT_ADDRESS, DEFAULT_TASK_QUEUE
 
 __all__ = [
     "QUERIES_NEED_A_WORKER",
@@ -70,8 +70,10 @@ def no_worker_hint(client: Client, queue: str, consequence: str) -> str:
     """One line: no worker polls ``queue`` at the client's address, ``consequence``,
     and how to start one."""
     address = client.service_client.config.target_host
-    queue_env = f" AGENTRUN_TASK_QUEUE={queue}" if queue != DEFAULT_TASK_QUEUE else ""
+    variables = [f"TEMPORAL_ADDRESS={address}"] if address != DEFAULT_ADDRESS else []
+    variables += [f"AGENTRUN_TASK_QUEUE={queue}"] if queue != DEFAULT_TASK_QUEUE else []
+    command = " ".join([*variables, "agentrun worker"])
     return (
         f"no worker is polling task queue {queue!r} at {address} ({consequence}); start one "
-        f"with `TEMPORAL_ADDRESS={address}{queue_env} agentrun worker` (or `python worker.py`)"
+        f"with `{command}` (or `python worker.py`)"
     )

@@ -20,7 +20,13 @@ from temporalio.worker import Worker
 from agentrun._agents._inventory import agent_line, registry_line
 from agentrun._agents._registry_file import RegistryError, registry_file
 from agentrun._codec import CodecError
-from agentrun._connection import connect
+from agentrun._connection import (
+    EXIT_UNREACHABLE,
+    configured_address,
+    connect,
+    unreachable_message,
+)
+from agentrun._core_logs import core_logging
 from agentrun._observability import (
     ObservabilityError,
     flush_tracing,
@@ -61,7 +67,8 @@ async def run_worker(
             "AGENTRUN_STORAGE_GC_INTERVAL is set, but AGENTRUN_STORAGE=off stores nothing"
         )
     registry = plugin.registry()  # checked before connecting, like every setting
-    runtime = metrics_runtime(metrics_address or settings.metrics_address)
+    core_logs = core_logging(configured_address(address))
+    runtime = metrics_runtime(metrics_address or settings.metrics_address, core_logs)
     client = await connect(
         address, plugin=plugin, runtime=runtime, plugins=tracing_plugins(settings.otel)
     )
@@ -106,6 +113,14 @@ def main() -> None:
         asyncio.run(run_worker())
     except STARTUP_ERRORS as err:
         raise SystemExit(f"agentrun worker: {err}") from None
+    except RuntimeError as err:
+        # The same line and exit code as ``agentrun worker`` (and every command).
+        message = unreachable_message(configured_address(), err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(EXIT_UNREACHABLE)  # no teardown: see below
     # All work is handed over by now. The SDK's native runtime can abort while the
     # interpreter tears down; leaving at once keeps the exit status a clean 0.
     flush_tracing()  # os._exit skips the exporter's own flush at exit

@@ -21,12 +21,19 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from agentrun._client import AgentRunClient
+from agentrun._connection import configured_address
 from agentrun._delegation import unknown_run
 from agentrun._models import Status
-from agentrun._server import DEFAULT_DB, DatabaseInUseError, EmbeddedServer, ServerError
+from agentrun._server import (
+    DEFAULT_DB,
+    DEFAULT_PORT,
+    DEFAULT_UI_PORT,
+    DatabaseInUseError,
+    EmbeddedServer,
+    ServerError,
+)
 from agentrun.cli import _render as render
 from agentrun.cli._common import (
-    CONNECT_FAILED,
     EXIT_CODES,
     EXIT_DATABASE_IN_USE,
     EXIT_INTERRUPTED,
@@ -40,7 +47,6 @@ from agentrun.cli._common import (
     Owner,
     RunId,
     checked_owner,
-    configured_address,
     console,
     errors,
     execute,
@@ -364,8 +370,14 @@ def resume(
 
 @app.command()
 def server(
-    port: Annotated[int | None, typer.Option(help="gRPC port (default: a free one).")] = None,
-    ui_port: Annotated[int | None, typer.Option(help="Web UI port (default: a free one).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help=f"gRPC port (default: {DEFAULT_PORT} when free, else a free one)."),
+    ] = None,
+    ui_port: Annotated[
+        int | None,
+        typer.Option(help=f"Web UI port (default: {DEFAULT_UI_PORT} when free, else a free one)."),
+    ] = None,
     db: Annotated[Path, typer.Option(help="SQLite file that keeps the runs.")] = DEFAULT_DB,
 ) -> None:
     """Run the Temporal dev server with agentrun's search attributes until Ctrl-C.
@@ -375,7 +387,9 @@ def server(
     server dies with this command, even when this command is killed.
     """
     try:
-        asyncio.run(_serve(EmbeddedServer(db=db, port=port, ui_port=ui_port)))
+        preferred = (DEFAULT_PORT, DEFAULT_UI_PORT)
+        embedded = EmbeddedServer(db=db, port=port, ui_port=ui_port, preferred_ports=preferred)
+        asyncio.run(_serve(embedded))
     except DatabaseInUseError as err:
         fail(str(err), EXIT_DATABASE_IN_USE)
     except ServerError as err:
@@ -389,6 +403,7 @@ async def _serve(embedded: EmbeddedServer) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with embedded:
         console.print(f"Temporal gRPC: [bold]{embedded.address}[/]", highlight=False)
+        console.print(_where_clients_look(embedded.port), highlight=False)
         console.print(f"Web UI:        {embedded.ui_url}", highlight=False)
         console.print(f"Database:      {embedded.db} (log: {embedded.log_path})", highlight=False)
         console.print(f"export TEMPORAL_ADDRESS={embedded.address}", highlight=False)
@@ -402,6 +417,15 @@ async def _serve(embedded: EmbeddedServer) -> None:
             )
         exited.cancel()
         console.print("Stopping the server...")
+
+
+def _where_clients_look(port: int) -> str:
+    if port == DEFAULT_PORT:
+        return "               the default port: workers and commands find it unconfigured"
+    return (
+        f"               not the default {DEFAULT_PORT} (in use, or --port): "
+        "clients need TEMPORAL_ADDRESS, below"
+    )
 
 
 @app.command()
@@ -431,8 +455,6 @@ def worker(
     except STARTUP_ERRORS as err:
         fail(str(err))
     except RuntimeError as err:
-        if not str(err).startswith(CONNECT_FAILED):
-            raise
         unreachable(configured_address(address), err)
 
 
