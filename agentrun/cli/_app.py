@@ -60,9 +60,9 @@ from agentrun.cli._live import print_events, redraw_tree
 from agentrun.cli._storage import storage_app
 from agentrun.cli._views import owned_summary, run_details, run_tree
 from agentrun.cli._workers import (
+    WorkerNotice,
     require_worker,
     require_worker_for,
-    until_worker_polls,
     warn_without_worker,
 )
 
@@ -122,8 +122,10 @@ def run(
             return EXIT_OK
         if not json_output:
             errors.print(f"Started [bold]{escape(run_id)}[/] (Ctrl-C detaches; the run goes on)")
-        await until_worker_polls(runs, "the run waits in the queue until one comes")
-        await print_events(runs, owner, run_id, 0, json_output, with_tree=True)
+        async with WorkerNotice(runs, "the run waits in the queue until one comes") as notice:
+            await print_events(
+                runs, owner, run_id, 0, json_output, with_tree=True, paused=lambda: notice.waiting
+            )
         summary = await runs.wait(owner, run_id)
         if json_output:
             print_json_line(render.dumps({"summary": summary.model_dump(mode="json")}))
@@ -175,8 +177,16 @@ def watch(
             await require_worker_for(runs, owner, run_id)
         elif not await runs.known(owner, run_id):
             raise unknown_run(run_id)
-        await until_worker_polls(runs, "only a worker can read a run's events")
-        await print_events(runs, owner, run_id, from_offset, json_output, retry_for=retry_for)
+        async with WorkerNotice(runs, "only a worker can read a run's events") as notice:
+            await print_events(
+                runs,
+                owner,
+                run_id,
+                from_offset,
+                json_output,
+                retry_for=retry_for,
+                paused=lambda: notice.waiting,
+            )
         return EXIT_OK
 
     execute(address, stream)

@@ -7,6 +7,7 @@ Every ``--json`` shape is built here, from the models' own JSON (``model_dump(mo
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 
 from pydantic import JsonValue
@@ -27,6 +28,7 @@ __all__ = [
     "duration",
     "event_json",
     "event_line",
+    "run_line",
     "runs_table",
     "summaries_json",
     "thread_json",
@@ -92,18 +94,22 @@ def event_json(item: StreamedEvent) -> str:
 def event_line(item: StreamedEvent, styles: dict[str, str]) -> str | None:
     """An event as one line of markup prefixed by its run; None for a text delta.
 
-    Deltas are left out: the ``message`` event that follows carries the whole text.
+    Deltas are gathered into lines elsewhere (``agentrun.cli._text``).
     A kind this version does not know (a newer worker's) is shown as ``<kind>``.
     """
     detail = event_detail(item.event)
     if detail is None:
         return None
-    run_id = item.event.run_id
-    style = styles.setdefault(run_id, RUN_STYLES[len(styles) % len(RUN_STYLES)])
     kind = item.event.kind if item.event.kind in EVENT_KINDS else f"<{item.event.kind}>"
+    return run_line(item.event.run_id, item.offset, kind, clip(detail), styles)
+
+
+def run_line(run_id: str, offset: int, kind: str, detail: str, styles: dict[str, str]) -> str:
+    """One line of markup: the run (in its colour), the offset, the kind, the detail."""
+    style = styles.setdefault(run_id, RUN_STYLES[len(styles) % len(RUN_STYLES)])
     return (
-        f"[{style}]{escape(run_id):<18}[/] [dim]{item.offset:>4}[/] "
-        f"{escape(clip(kind, 40)):<14} {escape(clip(detail))}"
+        f"[{style}]{escape(run_id):<18}[/] [dim]{offset:>4}[/] "
+        f"{escape(clip(kind, 40)):<14} {escape(detail)}"
     )
 
 
@@ -186,10 +192,17 @@ def tree_json(node: RunNode, now: datetime) -> dict[str, JsonValue]:
     }
 
 
-def tree_view(node: RunNode, now: datetime, parent: Tree | None = None) -> Tree:
-    """The tree with each run's status, epoch, duration and latest output."""
+def tree_view(
+    node: RunNode,
+    now: datetime,
+    parent: Tree | None = None,
+    latest: Mapping[str, str] | None = None,
+) -> Tree:
+    """The tree with each run's status, epoch, duration and latest output: for a running
+    run, the text it is streaming when ``latest`` has it."""
     summary = node.summary
-    text = clip(summary.error or summary.assistant or "", 80)
+    streaming = (latest or {}).get(summary.run_id) if summary.status == "running" else None
+    text = clip(summary.error or streaming or summary.assistant or "", 80)
     label = (
         f"[bold]{escape(summary.run_id)}[/] {status_markup(summary.status)} "
         f"[dim]{escape(summary.agent_id)} · epoch {summary.epoch} · "
@@ -197,7 +210,7 @@ def tree_view(node: RunNode, now: datetime, parent: Tree | None = None) -> Tree:
     )
     branch = parent.add(label) if parent is not None else Tree(label)
     for child in node.children:
-        tree_view(child, now, branch)
+        tree_view(child, now, branch, latest)
     return branch
 
 

@@ -19,7 +19,15 @@ from agentrun._constants import QUERY_CHILDREN
 from agentrun._delegation import unknown_run
 from agentrun._models import RunSummary
 
-__all__ = ["RunDetails", "RunNode", "Timing", "run_details", "run_tree", "timing"]
+__all__ = [
+    "RunDetails",
+    "RunNode",
+    "Timing",
+    "children",
+    "run_details",
+    "run_tree",
+    "timing",
+]
 
 
 class Timing(BaseModel):
@@ -100,7 +108,8 @@ async def run_tree(runs: AgentRunClient, owner: str, run_id: str) -> RunNode:
     return top
 
 
-async def _children(runs: AgentRunClient, run_id: str) -> list[RunSummary]:
+async def children(runs: AgentRunClient, run_id: str) -> list[RunSummary]:
+    """The summaries of the runs ``run_id`` delegated (its ``children`` query)."""
     handle = runs.temporal.get_workflow_handle(run_id)
     children: list[RunSummary] = await handle.query(QUERY_CHILDREN, result_type=list[RunSummary])
     return children
@@ -113,10 +122,10 @@ async def run_details(runs: AgentRunClient, owner: str, run_id: str) -> RunDetai
         DelegationError: the run is unknown to ``owner``.
     """
     summary = await owned_summary(runs, owner, run_id)
-    children, run_timing, lineage = await asyncio.gather(
-        _children(runs, run_id), timing(runs, run_id), _ancestors(runs, summary)
+    delegated, run_timing, lineage = await asyncio.gather(
+        children(runs, run_id), timing(runs, run_id), _ancestors(runs, summary)
     )
-    return RunDetails(summary=summary, timing=run_timing, lineage=lineage, children=children)
+    return RunDetails(summary=summary, timing=run_timing, lineage=lineage, children=delegated)
 
 
 async def _ancestors(runs: AgentRunClient, summary: RunSummary) -> list[str]:

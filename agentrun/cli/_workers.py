@@ -7,6 +7,9 @@ the commands check Temporal's list of the queue's pollers first instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+
+from temporalio.service import RPCError
 
 from agentrun._client import AgentRunClient
 from agentrun._delegation import unknown_run
@@ -20,9 +23,9 @@ from agentrun.cli._common import errors
 
 __all__ = [
     "WORKER_CHECK_SECONDS",
+    "WorkerNotice",
     "require_worker",
     "require_worker_for",
-    "until_worker_polls",
     "warn_without_worker",
 ]
 
@@ -58,13 +61,49 @@ async def warn_without_worker(runs: AgentRunClient, consequence: str) -> None:
         errors.print(f"note: {hint}", highlight=False, markup=False, soft_wrap=True)
 
 
-async def until_worker_polls(runs: AgentRunClient, consequence: str) -> None:
-    """Return once a worker polls the runs' task queue; while none does, say so once
-    (on stderr, off any ``--json`` output) and wait quietly."""
-    if await worker_polls(runs.temporal, runs.task_queue):
-        return
-    hint = no_worker_hint(runs.temporal, runs.task_queue, consequence)
-    errors.print(f"waiting: {hint}", highlight=False, markup=False, soft_wrap=True)
-    while not await worker_polls(runs.temporal, runs.task_queue):
-        await asyncio.sleep(WORKER_CHECK_SECONDS)
-    errors.print("A worker is polling now.", highlight=False, markup=False)
+class WorkerNotice:
+    """Says once (on stderr, off any ``--json`` output) when no worker polls the runs'
+    task queue, then waits quietly in the background until one does.
+
+    ``waiting`` is true meanwhile: a follower whose stream breaks then neither reports
+    it nor gives up, since the notice has said why and a worker may come.
+    """
+
+    def __init__(self, runs: AgentRunClient, consequence: str) -> None:
+        """Watch ``runs``' task queue; ``consequence`` says what waits for a worker."""
+        self._runs = runs
+        self._consequence = consequence
+        self.waiting = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> WorkerNotice:
+        """Start watching the task queue's pollers."""
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        while not (polls := await self._polls()):
+            if polls is False and not self.waiting:
+                runs = self._runs
+                hint = no_worker_hint(runs.temporal, runs.task_queue, self._consequence)
+                errors.print(f"waiting: {hint}", highlight=False, markup=False, soft_wrap=True)
+                self.waiting = True
+            await asyncio.sleep(WORKER_CHECK_SECONDS)
+        if self.waiting:
+            self.waiting = False
+            errors.print("A worker is polling now.", highlight=False, markup=False)
+
+    async def _polls(self) -> bool | None:
+        """Whether a worker polls; None when the server itself does not answer (the
+        followers say so)."""
+        try:
+            return await worker_polls(self._runs.temporal, self._runs.task_queue)
+        except RPCError:
+            return None
