@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
@@ -48,6 +49,8 @@ from agentrun._webui import static_details, static_summary
 __all__ = ["AgentRunClient", "DelegationError", "ListedRun", "NoAnswerError", "StreamedEvent"]
 
 _CLOSE_WAIT = timedelta(seconds=30)
+# How much of the agent id a new root run_id carries (run-<hex>-<agent>).
+RUN_ID_AGENT_CHARS = 40
 # What a wait outlasts: no answer in time, and a workflow task in failed state (Temporal
 # retries it; a query meanwhile gets FAILED_PRECONDITION).
 _WAIT_RETRY_STATUSES = (
@@ -101,7 +104,7 @@ class AgentRunClient:
             messages=messages or [],
         )
         run_input.check_prompt()
-        run_id = _new_run_id(run_id)
+        run_id = _new_run_id(run_id, agent_id)
         try:
             # A new run never replaces an existing one, whoever owns it.
             await self._start(run_id, run_input, WorkflowIDReusePolicy.REJECT_DUPLICATE)
@@ -457,10 +460,16 @@ def _cascaded(tree: list[tuple[VisibleRun, RunSummary]]) -> set[str]:
     }
 
 
-def _new_run_id(run_id: str | None) -> str:
-    """The caller's run_id, checked, or a fresh ``run-<hex>``."""
+def _new_run_id(run_id: str | None, agent_id: str) -> str:
+    """The caller's run_id, checked, or a fresh ``run-<hex>-<agent>``.
+
+    The agent's id, as far as it is letters, digits, ``_`` and ``-`` (others become
+    ``-``), at most ``RUN_ID_AGENT_CHARS`` of it, tells runs apart in a list of ids
+    (the Temporal Web UI's); never a ``.``, which separates a child's number.
+    """
     if run_id is None:
-        return f"run-{uuid.uuid4().hex[:12]}"
+        agent = re.sub(r"[^A-Za-z0-9_-]+", "-", agent_id.strip())[:RUN_ID_AGENT_CHARS].strip("-")
+        return f"run-{uuid.uuid4().hex[:12]}" + (f"-{agent}" if agent else "")
     try:
         checked = check_id(run_id, "run_id")
     except ValueError as err:
