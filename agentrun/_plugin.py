@@ -217,6 +217,7 @@ class AgentRunPlugin(SimplePlugin):
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
         """Add agentrun's activities, and its tuning where the worker kept the defaults."""
+        from agentrun._turn_retries import log_retries_in_one_line
         from agentrun.activities import TurnActivities, read_run
 
         config = super().configure_worker(config)
@@ -226,6 +227,7 @@ class AgentRunPlugin(SimplePlugin):
         ours: list[Callable[..., Any]] = [turns.run_turn, read_run, *turns.tool_activities()]
         config["activities"] = [*config.get("activities", []), *ours]
         _tune(config, self.settings)
+        log_retries_in_one_line()
         return config
 
 
