@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from agentrun._server import DEFAULT_PORT, DEFAULT_UI_PORT, EmbeddedServer, free_ports
-from tests.helpers import ROOT, eventually
+from tests.helpers import ROOT, eventually, worker_log_once
 
 
 def test_the_server_takes_its_preferred_ports_when_free_and_others_when_not(tmp_path: Path):
@@ -63,19 +63,8 @@ def test_both_workers_print_the_same_line_and_code_when_temporal_is_unreachable(
 async def test_a_worker_whose_server_went_away_says_so_in_one_line(
     tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ):
-    log = tmp_path / "worker.log"
     async with EmbeddedServer(tmp_path / "runs.db") as server:
-        variables = {**os.environ, "TEMPORAL_ADDRESS": server.address}
-        with log.open("wb") as output:
-            worker = subprocess.Popen(
-                [sys.executable, str(ROOT / "worker.py")],
-                cwd=tmp_path,
-                env=variables,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        processes.append(worker)
-        await eventually(lambda: asyncio.to_thread(log.read_text), lambda t: "agent " in t, 60)
+        log = await worker_log_once(server.address, tmp_path, processes, "agent ")
     said = await eventually(
         lambda: asyncio.to_thread(log.read_text), lambda t: "is unreachable" in t, 60
     )

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import server_address
-from tests.helpers import ROOT, eventually
+from tests.helpers import worker_log_once
 
 AGENTS = """
 [agents.planner]
@@ -33,25 +30,9 @@ async def started_worker_says(
     last_line: str,
 ) -> str:
     """Start ``python worker.py`` in ``cwd``; its log once ``last_line`` is in it."""
-    log = cwd / "worker.log"
-    variables = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": server_address(env),
-        "AGENTRUN_TASK_QUEUE": queue,
-    }
-    variables.pop("AGENTRUN_AGENTS", None)
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")],
-            cwd=cwd,
-            env=variables,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    processes.append(process)
-    return await eventually(
-        lambda: asyncio.to_thread(log.read_text), lambda text: last_line in text, timeout=60
-    )
+    address = server_address(env)
+    log = await worker_log_once(address, cwd, processes, last_line, AGENTRUN_TASK_QUEUE=queue)
+    return log.read_text()
 
 
 async def test_the_worker_names_its_registry_file_and_each_agent(
