@@ -38,8 +38,10 @@ from agentrun._settings import AgentRunSettings, SettingsError, load_settings
 from agentrun._storage import StorageConfigError
 from agentrun._storage_gc import collect_every
 
-__all__ = ["STARTUP_ERRORS", "main", "run_worker"]
+__all__ = ["LOG_FORMAT", "STARTUP_ERRORS", "main", "run_worker"]
 
+# One record, one line: a worker's log is read in files and by tools.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 # What a worker's configuration can get wrong; each is reported as one line.
 STARTUP_ERRORS = (
     SettingsError,
@@ -108,7 +110,7 @@ async def _collecting(client: Client, plugin: AgentRunPlugin) -> AsyncIterator[N
 
 def main() -> None:
     """Entry point of ``python worker.py``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         asyncio.run(run_worker())
     except STARTUP_ERRORS as err:

@@ -52,3 +52,23 @@ async def test_a_worker_without_a_registry_file_says_so(
     said = await started_worker_says(env, queue, tmp_path, processes, "agent scripted:")
     assert f"No agent registry file ({tmp_path.resolve() / 'agents.toml'} does not exist" in said
     assert "Agents from" not in said
+
+
+async def test_agentrun_worker_writes_one_line_per_agent_to_a_file_too(
+    env: WorkflowEnvironment, queue: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+):
+    (tmp_path / "agents.toml").write_text(AGENTS)
+    command = ("-m", "agentrun.cli", "worker")
+    log = await worker_log_once(
+        server_address(env),
+        tmp_path,
+        processes,
+        "agent writer:",
+        command,
+        AGENTRUN_TASK_QUEUE=queue,
+    )
+    lines = log.read_text().splitlines()
+    scripted = [line for line in lines if "agent scripted:" in line]
+    assert scripted[0].endswith(
+        "INFO agent scripted: no model (scripted); tools agent_run, agent_stop, agent_output"
+    ), lines

@@ -455,11 +455,14 @@ def worker(
     otel extra).
     """
     # The worker's imports (workflows, activities, model agents) only when serving.
-    from agentrun._worker import STARTUP_ERRORS, run_worker
+    from agentrun._worker import LOG_FORMAT, STARTUP_ERRORS, run_worker
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=errors)]
-    )
+    if errors.is_terminal:
+        logging.basicConfig(
+            level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=errors)]
+        )
+    else:  # a file or a pipe: one line per record, as python worker.py writes them
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         asyncio.run(run_worker(settings(), address, metrics_address))
     except STARTUP_ERRORS as err:
