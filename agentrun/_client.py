@@ -124,9 +124,11 @@ class AgentRunClient:
         seen = await self._reader.visible(owner_thread_id, run_id)
         return await self._reader.current(seen) if seen is not None else None
 
-    async def known(self, owner_thread_id: str, run_id: str) -> bool:
-        """Whether the run exists and is the owner's: Temporal answers alone, no worker."""
-        return await self._reader.visible(owner_thread_id, run_id) is not None
+    async def task_queue_of(self, owner_thread_id: str, run_id: str) -> str | None:
+        """The task queue the run's current epoch runs on; None when the run is unknown
+        or another owner's. Temporal answers alone: no worker is asked."""
+        seen = await self._reader.visible(owner_thread_id, run_id)
+        return seen.execution.task_queue if seen is not None else None
 
     async def thread(self, owner_thread_id: str, run_id: str) -> list[Message] | None:
         """The run's messages, or None (same scoping as ``summary``)."""

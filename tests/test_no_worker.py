@@ -77,7 +77,7 @@ async def test_run_no_wait_exits_3_without_starting_the_run(
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
 
 
-async def test_ls_lists_without_a_worker_and_show_thread_say_none_polls(
+async def test_ls_lists_without_a_worker_and_other_commands_say_none_polls(
     env: WorkflowEnvironment, queue: str, owner: str
 ):
     address = server_address(env)
@@ -86,7 +86,7 @@ async def test_ls_lists_without_a_worker_and_show_thread_say_none_polls(
     assert listed.returncode == 0, listed.stderr
     assert [(r["run_id"], r["status"]) for r in json.loads(listed.stdout)] == [(run_id, "running")]
     assert NOTICE.format(queue=queue, address=address) in listed.stderr
-    for command in ("show", "thread", "watch"):
+    for command in ("show", "thread", "stop", "resume", "watch"):
         extra = ("--no-wait",) if command == "watch" else ()
         done = await agentrun_cli(address, queue, owner, command, run_id, *extra)
         assert_plain_line(done, 3, NOTICE.format(queue=queue, address=address))

@@ -175,7 +175,7 @@ def watch(
     async def stream(runs: AgentRunClient) -> int:
         if no_wait:
             await require_worker_for(runs, owner, run_id)
-        elif not await runs.known(owner, run_id):
+        elif await runs.task_queue_of(owner, run_id) is None:
             raise unknown_run(run_id)
         async with WorkerNotice(runs, "only a worker can read a run's events") as notice:
             await print_events(
@@ -330,6 +330,7 @@ def stop(
     owner = checked_owner(owner)
 
     async def stop_it(runs: AgentRunClient) -> int:
+        await require_worker_for(runs, owner, run_id)
         subtree = await runs.stop_tree(owner, run_id)
         if json_output:
             print_json_line(render.summaries_json(subtree))
@@ -361,6 +362,7 @@ def resume(
     owner = checked_owner(owner)
 
     async def resume_it(runs: AgentRunClient) -> int:
+        await require_worker_for(runs, owner, run_id)
         summary = await runs.resume(owner, run_id, prompt or None)
         if json_output:
             print_json_line(render.dumps(summary.model_dump(mode="json")))

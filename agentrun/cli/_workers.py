@@ -32,26 +32,29 @@ __all__ = [
 WORKER_CHECK_SECONDS = 1.0
 
 
-async def require_worker(runs: AgentRunClient, consequence: str) -> None:
-    """Return when a worker polls the runs' task queue.
+async def require_worker(runs: AgentRunClient, consequence: str, queue: str | None = None) -> None:
+    """Return when a worker polls ``queue`` (default: the runs' task queue).
 
     Raises:
         NoWorkerError: none does; the message says ``consequence`` and how to start one.
     """
-    if not await worker_polls(runs.temporal, runs.task_queue):
-        raise NoWorkerError(no_worker_hint(runs.temporal, runs.task_queue, consequence))
+    queue = queue or runs.task_queue
+    if not await worker_polls(runs.temporal, queue):
+        raise NoWorkerError(no_worker_hint(runs.temporal, queue, consequence))
 
 
 async def require_worker_for(runs: AgentRunClient, owner: str, run_id: str) -> None:
-    """Return when the run is the owner's and a worker polls to answer its queries.
+    """Return when the run is the owner's and a worker polls its task queue to answer
+    its queries.
 
     Raises:
         DelegationError: the run is unknown to ``owner``.
-        NoWorkerError: no worker polls the runs' task queue.
+        NoWorkerError: no worker polls the run's task queue.
     """
-    if not await runs.known(owner, run_id):
+    queue = await runs.task_queue_of(owner, run_id)
+    if queue is None:
         raise unknown_run(run_id)
-    await require_worker(runs, QUERIES_NEED_A_WORKER)
+    await require_worker(runs, QUERIES_NEED_A_WORKER, queue)
 
 
 async def warn_without_worker(runs: AgentRunClient, consequence: str) -> None:
