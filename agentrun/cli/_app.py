@@ -173,11 +173,13 @@ def watch(
     owner = checked_owner(owner)
 
     async def stream(runs: AgentRunClient) -> int:
-        if no_wait:
-            await require_worker_for(runs, owner, run_id)
-        elif await runs.task_queue_of(owner, run_id) is None:
+        queue = await runs.task_queue_of(owner, run_id)
+        if queue is None:
             raise unknown_run(run_id)
-        async with WorkerNotice(runs, "only a worker can read a run's events") as notice:
+        consequence = "only a worker can read a run's events"
+        if no_wait:
+            await require_worker(runs, consequence, queue)
+        async with WorkerNotice(runs, consequence, queue) as notice:
             await print_events(
                 runs,
                 owner,

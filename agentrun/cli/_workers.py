@@ -72,9 +72,11 @@ class WorkerNotice:
     it nor gives up, since the notice has said why and a worker may come.
     """
 
-    def __init__(self, runs: AgentRunClient, consequence: str) -> None:
-        """Watch ``runs``' task queue; ``consequence`` says what waits for a worker."""
+    def __init__(self, runs: AgentRunClient, consequence: str, queue: str | None = None) -> None:
+        """Watch ``queue`` (default: the runs' task queue); ``consequence`` says what
+        waits for a worker."""
         self._runs = runs
+        self._queue = queue or runs.task_queue
         self._consequence = consequence
         self.waiting = False
         self._task: asyncio.Task[None] | None = None
@@ -95,7 +97,7 @@ class WorkerNotice:
         while not (polls := await self._polls()):
             if polls is False and not self.waiting:
                 runs = self._runs
-                hint = no_worker_hint(runs.temporal, runs.task_queue, self._consequence)
+                hint = no_worker_hint(runs.temporal, self._queue, self._consequence)
                 errors.print(f"waiting: {hint}", highlight=False, markup=False, soft_wrap=True)
                 self.waiting = True
             await asyncio.sleep(WORKER_CHECK_SECONDS)
@@ -107,6 +109,6 @@ class WorkerNotice:
         """Whether a worker polls; None when the server itself does not answer (the
         followers say so)."""
         try:
-            return await worker_polls(self._runs.temporal, self._runs.task_queue)
+            return await worker_polls(self._runs.temporal, self._queue)
         except RPCError:
             return None
