@@ -245,8 +245,11 @@ def show(
 ) -> None:
     """Show a run: summary, lineage (root first), children, epoch and timing.
 
-    Timing is the current epoch's. With --json: the summary's fields plus
-    started_at, closed_at, duration_seconds, lineage (ancestor run ids) and children.
+    Timing is the current epoch's. A turn waiting to be retried (a rate limit, a
+    provider outage) is shown with its last error and when the next attempt is.
+    With --json: the summary's fields plus started_at, closed_at, duration_seconds,
+    lineage (ancestor run ids), children and retrying ({activity, attempt, error,
+    next_attempt_at} per activity awaiting a retry).
     """
     owner = checked_owner(owner)
 

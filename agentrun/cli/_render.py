@@ -19,7 +19,7 @@ from rich.tree import Tree
 
 from agentrun._client import StreamedEvent
 from agentrun._models import EVENT_KINDS, AgentEvent, Message, RunSummary, Status
-from agentrun.cli._views import RunDetails, RunNode, Timing
+from agentrun.cli._views import Retrying, RunDetails, RunNode, Timing
 
 __all__ = [
     "details_json",
@@ -222,6 +222,7 @@ def details_json(details: RunDetails, now: datetime) -> str:
             **_timing_json(details.timing, now),
             "lineage": list(details.lineage),
             "children": [child.model_dump(mode="json") for child in details.children],
+            "retrying": [retry.model_dump(mode="json") for retry in details.retrying],
         }
     )
 
@@ -248,9 +249,16 @@ def details_view(details: RunDetails, now: datetime) -> Table:
     ]
     if summary.error:
         rows.append(("error", f"[red]{escape(summary.error)}[/]"))
+    rows += [("retrying", f"[yellow]{escape(_retry_line(retry))}[/]") for retry in details.retrying]
     for name, value in rows:
         grid.add_row(name, value)
     return grid
+
+
+def _retry_line(retry: Retrying) -> str:
+    """``agent_turn, attempt 3 at 12:00:05: <the last failure>``."""
+    when = f" at {_when(retry.next_attempt_at)}" if retry.next_attempt_at else ""
+    return f"{retry.activity}, attempt {retry.attempt}{when}: {clip(retry.error, 200)}"
 
 
 def _when(moment: datetime | None) -> str:
