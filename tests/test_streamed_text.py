@@ -23,15 +23,9 @@ from tests.helpers import ROOT, agentrun_cli, child, run, script
 FIRST = "First I read the sources one by one, " * 5 + "and then I stop to think."
 SECOND = "Then I write it all down in a long answer " * 4 + "that ends here."
 SLOW_SAYS = script({"say": FIRST}, {"sleep": 2}, {"say": SECOND}, {"sleep": 2}, {"say": "done"})
-TREE = script(
-    run(
-        "scripted",
-        child({"say": "one started"}, {"sleep": 1}, {"say": "one done"}),
-        background=True,
-    ),
-    run("scripted", child({"say": "two done"})),
-    {"say": "all done"},
-)
+# A background child that outlives its sibling, and one in the foreground.
+SLOW, QUICK = child({"sleep": 1}, {"say": "slow done"}), child({"say": "quick done"})
+TREE = script(run("scripted", SLOW, background=True), run("scripted", QUICK), {"say": "done"})
 
 
 def words(lines: list[str], kind: str, run_id: str) -> str:
