@@ -27,6 +27,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agentrun._causal import CauseFirst
 from agentrun._constants import DEFAULT_TASK_QUEUE, QUERY_RUN_STATE, QUERY_THREAD, WORKFLOW_TYPE
 from agentrun._delegation import DelegationError, not_resumable, not_running, unknown_run
 from agentrun._follow import follow
@@ -293,7 +294,8 @@ class AgentRunClient:
         """The run's events from ``from_offset``: live while it runs, then to its end.
 
         With ``descendants``, the events of every run it delegates are merged in as
-        they start (each from its beginning); each event names its run. An event this
+        they start (each from its beginning), a cause before its effect (a child's
+        ``finish`` before its parent's ``child_finished``); each event names its run. An event this
         version cannot read is skipped, and one of a kind it does not know (from a
         newer worker) comes with its kind's name and text.
         """
@@ -311,36 +313,41 @@ class AgentRunClient:
             yield StreamedEvent(offset=offset, event=event)
 
     async def _follow_tree(self, run_id: str, from_offset: int) -> AsyncIterator[StreamedEvent]:
-        queue: asyncio.Queue[StreamedEvent | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
-        followed: set[str] = set()
+        # Events, and after a follower's last event the run whose stream ended.
+        queue: asyncio.Queue[StreamedEvent | str] = asyncio.Queue()
+        tasks: dict[str, asyncio.Task[None]] = {}
 
         def follow(target: str, offset: int) -> None:
-            followed.add(target)
+            order.following(target)
             task = asyncio.create_task(pump(target, offset))
-            tasks.add(task)
-            task.add_done_callback(lambda _: queue.put_nowait(None))
+            tasks[target] = task
+            task.add_done_callback(lambda _: queue.put_nowait(target))
 
         async def pump(target: str, offset: int) -> None:
             async for item in self._follow(target, offset):
                 await queue.put(item)
 
+        def follow_child(child: str) -> None:
+            if child not in tasks:
+                follow(child, 0)
+
+        order = CauseFirst(follow_child)
         follow(run_id, from_offset)
-        finished = 0
+        ended = 0
         try:
-            while finished < len(tasks):
+            while ended < len(tasks):
                 item = await queue.get()
-                if item is None:
-                    finished += 1
-                    continue
-                child = item.event.summary
-                if item.event.kind == "child_started" and child and child.run_id not in followed:
-                    follow(child.run_id, 0)
-                yield item
-            for task in tasks:
+                if isinstance(item, str):
+                    ended += 1
+                    released = order.ended(item)
+                else:
+                    released = order.arrived(item)
+                for event in released:
+                    yield event
+            for task in tasks.values():
                 task.result()  # re-raise a follower's error
         finally:
-            for task in tasks:
+            for task in tasks.values():
                 task.cancel()
 
     async def _tree(

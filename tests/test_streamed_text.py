@@ -136,3 +136,16 @@ def test_the_live_tree_shows_what_a_running_run_is_streaming():
     lines = output.getvalue().splitlines()
     assert lines[0].endswith("planning the") and lines[1].endswith("reading"), lines
     assert lines[2].endswith("old"), lines
+
+
+async def test_events_of_a_tree_put_a_childs_finish_before_its_parent_hears_of_it(
+    runs: AgentRunClient, owner: str
+):
+    root = await runs.start(owner, "scripted", TREE)
+    assert (await runs.wait(owner, root, timeout=60)).status == "completed"
+    events = [
+        {"run_id": item.event.run_id, "event": item.event.model_dump(mode="json")}
+        async for item in runs.events(owner, root, descendants=True)
+    ]
+    for name in (f"{root}.1", f"{root}.2"):
+        assert position(events, name, "finish") < position(events, root, "child_finished", name)

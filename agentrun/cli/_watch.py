@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agentrun._causal import CauseFirst
 from agentrun._client import AgentRunClient, StreamedEvent
 from agentrun.cli._views import children
 
@@ -168,7 +169,7 @@ async def follow_tree(
 
 
 class _Merge:
-    """The followers of a tree, and the order their events go out in."""
+    """The followers of a tree; ``CauseFirst`` orders what they deliver."""
 
     def __init__(self, runs: AgentRunClient, owner: str, policy: RetryPolicy) -> None:
         self._runs, self._owner, self._policy = runs, owner, policy
@@ -179,8 +180,7 @@ class _Merge:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # each run's latest follower
         self._runs_of: dict[asyncio.Task[None], str] = {}
         self.running: set[asyncio.Task[None]] = set()  # followers whose end is not read yet
-        self._finished: set[str] = set()  # runs whose current epoch's finish went out
-        self._held: dict[str, tuple[str, list[StreamedEvent]]] = {}  # run: (child, events)
+        self._order = CauseFirst(self._follow_child)
 
     def follow(self, target: str, offset: int) -> None:
         follower = self._followers.setdefault(
@@ -190,48 +190,25 @@ class _Merge:
         self._tasks[target] = task
         self._runs_of[task] = target
         self.running.add(task)
+        self._order.following(target)
         task.add_done_callback(self.queue.put_nowait)
 
     def arrived(self, item: StreamedEvent) -> list[StreamedEvent]:
         """The events that may go out now that ``item`` arrived, in order."""
-        run, kind, child = item.event.run_id, item.event.kind, item.event.summary
-        if run in self._held:
-            self._held[run][1].append(item)
-            return []
-        if kind == "child_started" and child is not None:
-            current = self._tasks.get(child.run_id)
-            if current is None or current.done():
-                self.follow(child.run_id, 0)
-        if kind == "child_finished" and child is not None and self._unfinished(child.run_id):
-            self._held[run] = (child.run_id, [item])
-            return []
-        if kind == "run_started":
-            self._finished.discard(run)
-        if kind == "finish":
-            self._finished.add(run)
-            return [item, *self._release(run)]
-        return [item]
+        return self._order.arrived(item)
 
     def ended(self, task: asyncio.Task[None]) -> list[StreamedEvent]:
         """The events held for the run whose follower ended (its final error raises)."""
-        run = self._runs_of[task]
         self.running.discard(task)
         task.result()  # a follower's final error is the watch's
-        return self._release(run)
+        return self._order.ended(self._runs_of[task])
 
     def cancel(self) -> None:
         for task in self._tasks.values():
             task.cancel()
 
-    def _unfinished(self, child: str) -> bool:
-        followed = any(self._runs_of[task] == child for task in self.running)
-        return followed and child not in self._finished
-
-    def _release(self, child: str) -> list[StreamedEvent]:
-        released: list[StreamedEvent] = []
-        for parent, (awaited, events) in list(self._held.items()):
-            if awaited == child:
-                del self._held[parent]
-                for event in events:
-                    released += self.arrived(event)
-        return released
+    def _follow_child(self, child: str) -> None:
+        # Again from where it was when a stopped child is resumed.
+        current = self._tasks.get(child)
+        if current is None or current.done():
+            self.follow(child, 0)
