@@ -221,7 +221,9 @@ class TurnActivities:
         except Exception as err:
             message = f"Cannot list the tools of an MCP server of '{spec.id}': {err}"
             if activity.info().attempt < MCP_LIST_ATTEMPTS:
-                raise RetryableStepError(message) from err
+                # The message says it all: a chained client error can make the failure
+                # too big for Temporal to keep (agentrun/_agents/_model.py).
+                raise RetryableStepError(message) from None
             return message
 
     def tool_activities(self) -> list[Callable[..., Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
@@ -26,6 +27,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agentrun._causal import CauseFirst
 from agentrun._constants import DEFAULT_TASK_QUEUE, QUERY_RUN_STATE, QUERY_THREAD, WORKFLOW_TYPE
 from agentrun._delegation import DelegationError, not_resumable, not_running, unknown_run
 from agentrun._follow import follow
@@ -43,12 +45,15 @@ from agentrun._models import (
 )
 from agentrun._reading import Listing, NoAnswerError, RunReader
 from agentrun._steering import Steering
+from agentrun._task_queue import worker_polls
 from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
 
 __all__ = ["AgentRunClient", "DelegationError", "ListedRun", "NoAnswerError", "StreamedEvent"]
 
 _CLOSE_WAIT = timedelta(seconds=30)
+# How much of the agent id a new root run_id carries (run-<hex>-<agent>).
+RUN_ID_AGENT_CHARS = 40
 # What a wait outlasts: no answer in time, and a workflow task in failed state (Temporal
 # retries it; a query meanwhile gets FAILED_PRECONDITION).
 _WAIT_RETRY_STATUSES = (
@@ -103,7 +108,7 @@ class AgentRunClient:
             messages=messages or [],
         )
         run_input.check_prompt()
-        run_id = _new_run_id(run_id)
+        run_id = _new_run_id(run_id, agent_id)
         try:
             # A new run never replaces an existing one, whoever owns it.
             await self._start(run_id, run_input, WorkflowIDReusePolicy.REJECT_DUPLICATE)
@@ -183,6 +188,12 @@ class AgentRunClient:
         seen = await self._reader.visible(owner_thread_id, run_id)
         return await self._reader.current(seen) if seen is not None else None
 
+    async def task_queue_of(self, owner_thread_id: str, run_id: str) -> str | None:
+        """The task queue the run's current epoch runs on; None when the run is unknown
+        or another owner's. Temporal answers alone: no worker is asked."""
+        seen = await self._reader.visible(owner_thread_id, run_id)
+        return seen.execution.task_queue if seen is not None else None
+
     async def thread(self, owner_thread_id: str, run_id: str) -> list[Message] | None:
         """The run's messages, or None (same scoping as ``summary``)."""
         if await self._reader.visible(owner_thread_id, run_id) is None:
@@ -202,7 +213,8 @@ class AgentRunClient:
         The runs come from Temporal's visibility store (which can lag a start by a
         moment); each one's latest text from the run, a few at a time. A run that
         cannot say (no worker answers, its input was invalid) is listed as visibility
-        shows it, without its text: one run never fails the list.
+        shows it, without its text: one run never fails the list. When no worker
+        polls the client's task queue, no run is asked.
         """
         try:
             check_id(owner_thread_id)
@@ -216,6 +228,8 @@ class AgentRunClient:
             if not statuses or run.summary.status in statuses or run.closed is None
         ]
         listing = Listing()
+        # With no worker polling, each query would only wait for its timeout.
+        listing.answering = await worker_polls(self.temporal, self.task_queue)
         found = await asyncio.gather(*(self._reader.current(run, listing) for run in wanted))
         kept = [s for s in found if not statuses or s.status in statuses]
         return sorted(kept, key=lambda s: s.run_id)
@@ -344,7 +358,8 @@ class AgentRunClient:
         """The run's events from ``from_offset``: live while it runs, then to its end.
 
         With ``descendants``, the events of every run it delegates are merged in as
-        they start (each from its beginning); each event names its run. An event this
+        they start (each from its beginning), a cause before its effect (a child's
+        ``finish`` before its parent's ``child_finished``); each event names its run. An event this
         version cannot read is skipped, and one of a kind it does not know (from a
         newer worker) comes with its kind's name and text.
         """
@@ -362,36 +377,41 @@ class AgentRunClient:
             yield StreamedEvent(offset=offset, event=event)
 
     async def _follow_tree(self, run_id: str, from_offset: int) -> AsyncIterator[StreamedEvent]:
-        queue: asyncio.Queue[StreamedEvent | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
-        followed: set[str] = set()
+        # Events, and after a follower's last event the run whose stream ended.
+        queue: asyncio.Queue[StreamedEvent | str] = asyncio.Queue()
+        tasks: dict[str, asyncio.Task[None]] = {}
 
         def follow(target: str, offset: int) -> None:
-            followed.add(target)
+            order.following(target)
             task = asyncio.create_task(pump(target, offset))
-            tasks.add(task)
-            task.add_done_callback(lambda _: queue.put_nowait(None))
+            tasks[target] = task
+            task.add_done_callback(lambda _: queue.put_nowait(target))
 
         async def pump(target: str, offset: int) -> None:
             async for item in self._follow(target, offset):
                 await queue.put(item)
 
+        def follow_child(child: str) -> None:
+            if child not in tasks:
+                follow(child, 0)
+
+        order = CauseFirst(follow_child)
         follow(run_id, from_offset)
-        finished = 0
+        ended = 0
         try:
-            while finished < len(tasks):
+            while ended < len(tasks):
                 item = await queue.get()
-                if item is None:
-                    finished += 1
-                    continue
-                child = item.event.summary
-                if item.event.kind == "child_started" and child and child.run_id not in followed:
-                    follow(child.run_id, 0)
-                yield item
-            for task in tasks:
+                if isinstance(item, str):
+                    ended += 1
+                    released = order.ended(item)
+                else:
+                    released = order.arrived(item)
+                for event in released:
+                    yield event
+            for task in tasks.values():
                 task.result()  # re-raise a follower's error
         finally:
-            for task in tasks:
+            for task in tasks.values():
                 task.cancel()
 
     async def _tree(
@@ -513,10 +533,16 @@ def _cascaded(tree: list[tuple[VisibleRun, RunSummary]]) -> set[str]:
     }
 
 
-def _new_run_id(run_id: str | None) -> str:
-    """The caller's run_id, checked, or a fresh ``run-<hex>``."""
+def _new_run_id(run_id: str | None, agent_id: str) -> str:
+    """The caller's run_id, checked, or a fresh ``run-<hex>-<agent>``.
+
+    The agent's id, as far as it is letters, digits, ``_`` and ``-`` (others become
+    ``-``), at most ``RUN_ID_AGENT_CHARS`` of it, tells runs apart in a list of ids
+    (the Temporal Web UI's); never a ``.``, which separates a child's number.
+    """
     if run_id is None:
-        return f"run-{uuid.uuid4().hex[:12]}"
+        agent = re.sub(r"[^A-Za-z0-9_-]+", "-", agent_id.strip())[:RUN_ID_AGENT_CHARS].strip("-")
+        return f"run-{uuid.uuid4().hex[:12]}" + (f"-{agent}" if agent else "")
     try:
         checked = check_id(run_id, "run_id")
     except ValueError as err:

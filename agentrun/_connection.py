@@ -8,9 +8,13 @@ from temporalio.client import Client, Plugin
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
+from agentrun._constants import DEFAULT_ADDRESS
 from agentrun._plugin import AgentRunPlugin
 
-DEFAULT_ADDRESS = "localhost:7233"
+# temporalio's message when Client.connect cannot reach the server.
+CONNECT_FAILED = "Failed client connect"
+# What a command or worker that cannot reach Temporal exits with (``agentrun`` exit 3).
+EXIT_UNREACHABLE = 3
 
 
 async def connect(
@@ -43,4 +47,25 @@ async def connect(
         config["namespace"] = namespace
     return await Client.connect(
         **config, plugins=[plugin or AgentRunPlugin(), *plugins], runtime=runtime
+    )
+
+
+def configured_address(address: str | None = None) -> str:
+    """The address a command or worker connects to, for messages."""
+    if address:
+        return address
+    config = ClientConfig.load_client_connect_config()
+    return str(config.get("target_host") or DEFAULT_ADDRESS)
+
+
+def unreachable_message(target: str, err: RuntimeError) -> str | None:
+    """One line for a connect that failed, or None when ``err`` is no failed connect."""
+    text = str(err)
+    if not text.startswith(CONNECT_FAILED):
+        return None
+    reason = "connection refused" if "ConnectionRefused" in text else " ".join(text.split())
+    reason = reason if len(reason) <= 200 else reason[:199] + "…"
+    return (
+        f"cannot reach Temporal at {target} (start one with `agentrun server`, or set "
+        f"TEMPORAL_ADDRESS): {reason}"
     )

@@ -13,6 +13,8 @@ from temporalio.common import SearchAttributeKey
 
 WORKFLOW_TYPE = "AgentRun"
 DEFAULT_TASK_QUEUE = "agentrun"
+# Where every Temporal client looks with no configuration (``temporal server start-dev``).
+DEFAULT_ADDRESS = "localhost:7233"
 
 OWNER_THREAD_ID = SearchAttributeKey.for_keyword("OwnerThreadId")
 AGENT_ID = SearchAttributeKey.for_keyword("AgentId")

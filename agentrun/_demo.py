@@ -162,7 +162,11 @@ async def run_demo(
     tag = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     server = EmbeddedServer(db=demo_dir / f"demo-{tag}.db")
     async with server:
-        console.print(f"Temporal dev server on [bold]{server.address}[/], UI {_ui(server)}")
+        console.print(
+            f"Temporal dev server on [bold]{server.address}[/] while the demo runs, "
+            f"Web UI {_ui(server)}",
+            soft_wrap=True,
+        )
         queue = f"demo-{tag}"
         model = settings.demo_model
         agents = demo_registry(model, settings.demo_base_url)
@@ -182,11 +186,7 @@ async def run_demo(
         console.print(_render(tree))
         # A model plans its own tree; only the scripted one has a known shape.
         ok = tree.summary.status == "completed" if model else ended_as_scripted(tree)
-        _print_where(console, server, tree.summary.run_id)
-    console.print(
-        f"Server stopped. Browse this tree again with: agentrun server --db {server.db} "
-        f"--port {server.port} --ui-port {server.ui_port}"
-    )
+    _print_where(console, server, tree.summary.run_id)
     if not ok:
         console.print(
             "[red]The tree did not end as scripted[/] (expected: planner completed, "
@@ -295,14 +295,24 @@ def _ui(server: EmbeddedServer) -> str:
 
 
 def _print_where(console: Console, server: EmbeddedServer, run_id: str) -> None:
+    """How to see the tree again: the demo's server has stopped, and its Web UI with it.
+
+    Each command is one line however narrow the terminal (soft wrap), so it copies whole.
+    """
     binary = temporal_binary()
     shown = "temporal" if shutil.which("temporal") == str(binary) else _relative(binary)
-    console.print(f"Web UI: {_ui(server)}")
     console.print(
-        f"List the tree: {shown} workflow list --address {server.address} "
-        f"--query \"RootWorkflowId='{run_id}'\"",
+        "The demo's server has stopped: its Web UI link works only while a server runs. "
+        "To browse this tree again, start one that stays (Ctrl-C stops it):",
         highlight=False,
     )
+    commands = [
+        f"agentrun server --db {server.db} --port {server.port} --ui-port {server.ui_port}",
+        f"{shown} workflow list --address {server.address} --query \"RootWorkflowId='{run_id}'\"",
+    ]
+    console.print(f"  {commands[0]}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"then open {_ui(server)} or list the tree:", highlight=False, soft_wrap=True)
+    console.print(f"  {commands[1]}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _relative(path: Path) -> str:

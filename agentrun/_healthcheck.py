@@ -21,37 +21,24 @@ import socket
 import sys
 from typing import NoReturn
 
-from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from agentrun._connection import connect
 from agentrun._plugin import AgentRunPlugin
 from agentrun._settings import load_settings
+from agentrun._task_queue import pollers
 
 __all__ = ["TIMEOUT", "check", "main", "pollers_on"]
 
 # Below the health check's own timeout (15 s in the Dockerfile and compose file), so a
 # hung connection reports its cause instead of being killed silently.
 TIMEOUT = 10.0
-_POLLED_TYPES = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
 
 
 async def pollers_on(client: Client, queue: str) -> set[str]:
     """Identities of the workers that polled ``queue`` (workflow or activity tasks) lately."""
-    identities: set[str] = set()
-    for queue_type in _POLLED_TYPES:
-        response = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-                task_queue_type=queue_type,
-            )
-        )
-        identities.update(poller.identity for poller in response.pollers)
-    return identities
+    return {poller.identity for poller in await pollers(client, queue)}
 
 
 async def check(queue: str | None = None, host: str | None = None) -> str | None:

@@ -31,7 +31,7 @@ from temporalio import activity, workflow
 from temporalio.common import MetricCounter
 from temporalio.exceptions import FailureError
 from temporalio.plugin import SimplePlugin as Plugin
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ActivityOutboundInterceptor,
@@ -94,22 +94,25 @@ class ObservabilityError(RuntimeError):
     """Metrics or tracing were asked for but cannot be set up; the message says why."""
 
 
-def metrics_runtime(address: str | None) -> Runtime | None:
-    """A Runtime serving Prometheus metrics on ``host:port``; None when metrics are off.
+def metrics_runtime(address: str | None, core_logs: LoggingConfig | None = None) -> Runtime | None:
+    """A Runtime serving Prometheus metrics on ``host:port`` and logging as ``core_logs``
+    says; None when neither is asked for (the SDK's default runtime).
 
     Args:
         address: ``host:port`` to serve ``/metrics`` on (``AGENTRUN_METRICS_ADDRESS``).
+        core_logs: Where the SDK core's log lines go.
 
     Raises:
         ObservabilityError: the address is not ``host:port`` or cannot be bound.
     """
     if not address:
-        return None
+        return Runtime(telemetry=TelemetryConfig(logging=core_logs)) if core_logs else None
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ObservabilityError(f"Metrics address must be host:port, got {address!r}")
+    metrics = PrometheusConfig(bind_address=address)
     try:
-        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+        return Runtime(telemetry=TelemetryConfig(metrics=metrics, logging=core_logs))
     except Exception as err:  # the core runtime reports a bind failure as a bare Exception
         raise ObservabilityError(f"Cannot serve metrics on {address}: {err}") from None
 

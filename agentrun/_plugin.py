@@ -218,6 +218,7 @@ class AgentRunPlugin(SimplePlugin):
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
         """Add agentrun's activities, and its tuning where the worker kept the defaults."""
+        from agentrun._turn_retries import log_retries_in_one_line
         from agentrun.activities import TurnActivities, read_run, read_run_summary
 
         config = super().configure_worker(config)
@@ -237,6 +238,7 @@ class AgentRunPlugin(SimplePlugin):
         ]
         config["activities"] = [*config.get("activities", []), *ours]
         _tune(config, self.settings)
+        log_retries_in_one_line()
         return config
 
 

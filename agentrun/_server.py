@@ -34,6 +34,8 @@ from agentrun._plugin import AgentRunPlugin
 
 __all__ = [
     "DEFAULT_DB",
+    "DEFAULT_PORT",
+    "DEFAULT_UI_PORT",
     "DatabaseInUseError",
     "EmbeddedServer",
     "ServerError",
@@ -43,6 +45,9 @@ __all__ = [
 
 DEFAULT_DB = Path(".temporal") / "agentrun.db"
 HOST = "127.0.0.1"
+# ``temporal server start-dev``'s ports, where every client looks with no configuration.
+DEFAULT_PORT = 7233
+DEFAULT_UI_PORT = 8233
 NAMESPACE = "default"
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -129,20 +134,24 @@ class EmbeddedServer:
         port: int | None = None,
         ui_port: int | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
+        preferred_ports: tuple[int, int] | None = None,
     ) -> None:
         """Configure the server; nothing starts until ``start`` or ``async with``.
 
         Args:
             db: The SQLite file (its directory is created); the log goes beside it.
-            port: The gRPC port; a free one when None.
-            ui_port: The Web UI port; a free one when None.
+            port: The gRPC port; when None, the preferred one if free, else a free one.
+            ui_port: The Web UI port; the same way.
             startup_timeout: Seconds to wait for the server to answer.
+            preferred_ports: The gRPC and Web UI ports to take when they are free
+                (``agentrun server``: 7233 and 8233, as ``temporal server start-dev``).
         """
         self.db = Path(db)
         self.log_path = self.db.with_name(self.db.name + ".log")
         picked = iter(free_ports(2))
-        self.port = port or next(picked)
-        self.ui_port = ui_port or next(picked)
+        preferred = preferred_ports or (None, None)
+        self.port = port or _if_free(preferred[0]) or next(picked)
+        self.ui_port = ui_port or _if_free(preferred[1]) or next(picked)
         self.startup_timeout = startup_timeout
         self._process: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
@@ -341,17 +350,32 @@ class EmbeddedServer:
 
 
 def _check_port_free(port: int, what: str) -> None:
+    try:
+        _bind_once(port)
+    except OSError as err:
+        raise ServerError(
+            f"Cannot start the Temporal dev server: {what} port {HOST}:{port} "
+            f"is not free ({err.strerror})"
+        ) from None
+
+
+def _if_free(port: int | None) -> int | None:
+    """``port`` when it is free on ``HOST`` now, else None."""
+    if port is None:
+        return None
+    try:
+        _bind_once(port)
+    except OSError:
+        return None
+    return port
+
+
+def _bind_once(port: int) -> None:
     with socket.socket() as sock:
         # As the server itself does: connections of a server that just stopped
         # (TIME_WAIT) must not make its port look busy, only a live listener.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError as err:
-            raise ServerError(
-                f"Cannot start the Temporal dev server: {what} port {HOST}:{port} "
-                f"is not free ({err.strerror})"
-            ) from None
+        sock.bind((HOST, port))
 
 
 def _signal_group(pid: int, signum: signal.Signals) -> None:

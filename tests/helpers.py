@@ -142,3 +142,30 @@ async def agentrun_cli(
         text=True,
         timeout=timeout,
     )
+
+
+async def worker_log_once(
+    address: str,
+    cwd: Path,
+    processes: list[subprocess.Popen[bytes]],
+    says: str,
+    command: tuple[str, ...] = (str(ROOT / "worker.py"),),
+    **env: str,
+) -> Path:
+    """``python worker.py`` (or ``python *command``) in ``cwd`` at ``address``, its
+    output in ``cwd/worker.log``; the log once the worker ``says`` it. The process joins
+    ``processes`` (killed at the test's end)."""
+    log = cwd / "worker.log"
+    variables = {**os.environ, "TEMPORAL_ADDRESS": address, **env}
+    variables.pop("AGENTRUN_AGENTS", None)  # the registry file in cwd, if any
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [sys.executable, *command],
+            cwd=cwd,
+            env=variables,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    processes.append(worker)
+    await eventually(lambda: asyncio.to_thread(log.read_text), lambda text: says in text, 60)
+    return log

@@ -76,8 +76,11 @@ class ModelAgent:
         except (ModelRequestRejectedError, ModelQuotaExceededError, UserError) as err:
             return Step(state=ctx.state, error=_provider_message(err))
         except ModelAPIError as err:
-            # Transient: Temporal retries the turn from its checkpoint, with backoff.
-            raise RetryableStepError(_provider_message(err)) from err
+            # Transient: Temporal retries the turn from its checkpoint, with backoff. The
+            # message says it all; without the chain (the provider client's exceptions,
+            # their tracebacks and contexts) the failure stays small enough for Temporal
+            # to keep it, and the Web UI and `agentrun show` can say why the turn waits.
+            raise RetryableStepError(_provider_message(err)) from None
         except Exception as err:
             # Anything else will not get better by retrying: the run fails, saying why.
             return Step(state=ctx.state, error=f"{type(err).__name__}: {err}")

@@ -110,6 +110,10 @@ class AgentRegistry:
         """All agent ids, sorted."""
         return sorted(self._specs)
 
+    def specs(self) -> list[AgentSpec]:
+        """All agent specs, sorted by id."""
+        return [self._specs[agent_id] for agent_id in self.ids()]
+
     def policy(self, spec: AgentSpec) -> AgentPolicy:
         """The agents ``spec`` may delegate to (docs/delegation.md §4), and its depth limit."""
         visible = [

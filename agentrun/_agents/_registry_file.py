@@ -21,7 +21,9 @@ from the worker's environment (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, …).
 
 from __future__ import annotations
 
+import difflib
 import os
+import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +31,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_ai.models import Model, infer_model
+from pydantic_ai.settings import ModelSettings
+from typing_extensions import is_typeddict
 
 from agentrun._agents._model import ModelAgent
 from agentrun._agents._registry import AgentRegistry, AgentSpec
@@ -103,11 +107,9 @@ def load_registry(
     from agentrun._agents import default_registry
 
     base = builtins or default_registry()
-    builtin_specs = [spec for spec in (base.get(i) for i in base.ids()) if spec]
-    file = Path(path or DEFAULT_REGISTRY_FILE)
-    if not file.exists():
-        if path:
-            raise RegistryError(f"{file}: agent registry file not found ({REGISTRY_ENV})")
+    builtin_specs = base.specs()
+    file = registry_file(path)
+    if file is None:
         return _combined(builtin_specs, extra, tools, mcp_servers)
     document = _read(file)
     entries = document.agents
@@ -127,6 +129,21 @@ def load_registry(
         [*file_servers, *mcp_servers],
         file,
     )
+
+
+def registry_file(path: str | Path | None = None) -> Path | None:
+    """The registry file to read: ``path``, else ``agents.toml`` in the working
+    directory; None when there is none to read.
+
+    Raises:
+        RegistryError: ``path`` names a file that does not exist.
+    """
+    file = Path(path or DEFAULT_REGISTRY_FILE)
+    if file.exists():
+        return file
+    if path:
+        raise RegistryError(f"{file}: agent registry file not found ({REGISTRY_ENV})")
+    return None
 
 
 def _combined(
@@ -165,6 +182,7 @@ def _spec(file: Path, agent_id: str, entry: AgentEntry, base: AgentRegistry) -> 
         model = build_model(entry.model, entry.base_url)
     except Exception as err:  # provider errors vary: unknown model, missing package or key
         raise RegistryError(f"{file}: agents.{agent_id}.model: {err}") from None
+    _check_settings(file, agent_id, entry.settings, model)
     return AgentSpec(
         id=agent_id,
         runtime=ModelAgent(model, entry.instructions, entry.settings or None, entry.price),  # type: ignore[arg-type]
@@ -177,6 +195,36 @@ def _spec(file: Path, agent_id: str, entry: AgentEntry, base: AgentRegistry) -> 
         excluded_tools=tuple(entry.excluded_tools),
         approval_tools=tuple(entry.approval_tools),
     )
+
+
+def _check_settings(file: Path, agent_id: str, settings: dict[str, Any], model: Model) -> None:
+    """Each key of ``settings`` is one pydantic-ai's ``ModelSettings`` or the model's
+    provider settings (``openai_*``, ...) have: a misspelt one would be ignored."""
+    known = model_setting_keys(model)
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+            raise RegistryError(
+                f"{file}: agents.{agent_id}.settings.{key}: unknown model setting; {hint}"
+            )
+
+
+def model_setting_keys(model: Model) -> set[str]:
+    """The setting names ``model`` takes: ``ModelSettings``'s and, for a provider's model,
+    those of the ``*ModelSettings`` TypedDicts its module defines."""
+    # The model class may live in a private submodule of its provider's package.
+    module = type(model).__module__
+    namespaces = [
+        vars(m) for m in (sys.modules.get(module.rpartition(".")[0]), sys.modules.get(module)) if m
+    ]
+    typed_dicts = [ModelSettings] + [
+        value
+        for names in namespaces
+        for name, value in names.items()
+        if name.endswith("ModelSettings") and is_typeddict(value)
+    ]
+    return {key for typed in typed_dicts for key in typed.__annotations__}
 
 
 def _check_references(file: Path, agent_id: str, entry: AgentEntry, known: set[str]) -> None:

@@ -68,11 +68,17 @@ def parse_script(text: str) -> tuple[ScriptStep, ...] | None:
 
     Raises:
         ScriptError: naming the bad step, when ``text`` is a JSON object with
-            ``steps`` that do not follow the scripted agent's language.
+            ``steps`` that do not follow the scripted agent's language; naming the
+            parser's complaint and position, when ``text`` starts with ``{`` but is
+            not JSON (a script with a typo is an error, not an echo).
     """
     try:
         document = json.loads(text)
-    except ValueError:
+    except json.JSONDecodeError as err:
+        if text.lstrip().startswith("{"):
+            raise ScriptError(
+                f"Invalid script: the prompt starts with '{{' but is not JSON: {err}"
+            ) from None
         return None
     if not isinstance(document, dict) or "steps" not in document:
         return None

@@ -21,12 +21,19 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from agentrun._client import AgentRunClient
+from agentrun._connection import configured_address
 from agentrun._delegation import unknown_run
 from agentrun._models import Status
-from agentrun._server import DEFAULT_DB, DatabaseInUseError, EmbeddedServer, ServerError
+from agentrun._server import (
+    DEFAULT_DB,
+    DEFAULT_PORT,
+    DEFAULT_UI_PORT,
+    DatabaseInUseError,
+    EmbeddedServer,
+    ServerError,
+)
 from agentrun.cli import _render as render
 from agentrun.cli._common import (
-    CONNECT_FAILED,
     EXIT_CODES,
     EXIT_DATABASE_IN_USE,
     EXIT_INTERRUPTED,
@@ -36,10 +43,10 @@ from agentrun.cli._common import (
     Address,
     AgentrunApp,
     JsonOutput,
+    NoWait,
     Owner,
     RunId,
     checked_owner,
-    configured_address,
     console,
     errors,
     execute,
@@ -53,6 +60,12 @@ from agentrun.cli._live import print_events, redraw_tree
 from agentrun.cli._steer import approve, deny, pending, send
 from agentrun.cli._storage import storage_app
 from agentrun.cli._views import owned_summary, run_details, run_tree
+from agentrun.cli._workers import (
+    WorkerNotice,
+    require_worker,
+    require_worker_for,
+    warn_without_worker,
+)
 
 __all__ = ["EXIT_CODES", "app"]
 
@@ -96,6 +109,7 @@ def run(
         ),
     ] = None,
     detach: Annotated[bool, typer.Option(help="Print the run id and return at once.")] = False,
+    no_wait: NoWait = False,
     json_output: JsonOutput = False,
     address: Address = None,
 ) -> None:
@@ -103,7 +117,8 @@ def run(
 
     With --json: one line per event ({"run_id", "offset", "event"}), then
     {"summary": ...}; with --detach just {"run_id": ...}. Exits 4 when the run
-    ends failed or stopped.
+    ends failed or stopped. When no worker polls the task queue it says so once and
+    waits for one; with --no-wait it exits 3 instead, without starting the run.
     """
     owner = checked_owner(owner)
     agent_id, asked = (None, agent) if from_run and prompt is None else (agent, prompt)
@@ -114,6 +129,8 @@ def run(
         raise typer.BadParameter("missing", param_hint="PROMPT")
 
     async def start_and_follow(runs: AgentRunClient) -> int:
+        if no_wait and not detach:
+            await require_worker(runs, "the run was not started")
         if from_run:
             agent_or_none = agent_id.strip() if agent_id else None
             run_id = await runs.start_from(owner, from_run, asked, agent_or_none)
@@ -124,7 +141,10 @@ def run(
             return EXIT_OK
         if not json_output:
             errors.print(f"Started [bold]{escape(run_id)}[/] (Ctrl-C detaches; the run goes on)")
-        await print_events(runs, owner, run_id, 0, json_output, with_tree=True)
+        async with WorkerNotice(runs, "the run waits in the queue until one comes") as notice:
+            await print_events(
+                runs, owner, run_id, 0, json_output, with_tree=True, paused=lambda: notice.waiting
+            )
         summary = await runs.wait(owner, run_id)
         if json_output:
             print_json_line(render.dumps({"summary": summary.model_dump(mode="json")}))
@@ -157,6 +177,7 @@ def watch(
     retry_for: Annotated[
         float, typer.Option(min=0, help="Seconds to keep reconnecting before giving up.")
     ] = 300.0,
+    no_wait: NoWait = False,
     json_output: JsonOutput = False,
     address: Address = None,
 ) -> None:
@@ -165,12 +186,28 @@ def watch(
     Each line names its run and the event's offset in that run's stream. A broken
     connection is followed again from the next offset: no event twice, none lost.
     Descendants are followed from their first event. With --json: one
-    {"run_id", "offset", "event"} object per line, text deltas included.
+    {"run_id", "offset", "event"} object per line, text deltas included. When no
+    worker polls the task queue it says so once and waits for one (--no-wait: exits 3).
     """
     owner = checked_owner(owner)
 
     async def stream(runs: AgentRunClient) -> int:
-        await print_events(runs, owner, run_id, from_offset, json_output, retry_for=retry_for)
+        queue = await runs.task_queue_of(owner, run_id)
+        if queue is None:
+            raise unknown_run(run_id)
+        consequence = "only a worker can read a run's events"
+        if no_wait:
+            await require_worker(runs, consequence, queue)
+        async with WorkerNotice(runs, consequence, queue) as notice:
+            await print_events(
+                runs,
+                owner,
+                run_id,
+                from_offset,
+                json_output,
+                retry_for=retry_for,
+                paused=lambda: notice.waiting,
+            )
         return EXIT_OK
 
     execute(address, stream)
@@ -209,6 +246,7 @@ def list_runs(
     async def list_them(runs: AgentRunClient) -> int:
         wanted = statuses or (None if all_runs else {"running", "stopped"})
         found = await runs.all(owner, statuses=wanted, agents=agents)
+        await warn_without_worker(runs, "runs are listed without their latest output")
         if json_output:
             print_json_line(render.summaries_json(found))
         elif found:
@@ -226,12 +264,16 @@ def show(
 ) -> None:
     """Show a run: summary, lineage (root first), children, epoch and timing.
 
-    Timing is the current epoch's. With --json: the summary's fields plus
-    started_at, closed_at, duration_seconds, lineage (ancestor run ids) and children.
+    Timing is the current epoch's. A turn waiting to be retried (a rate limit, a
+    provider outage) is shown with its last error and when the next attempt is.
+    With --json: the summary's fields plus started_at, closed_at, duration_seconds,
+    lineage (ancestor run ids), children and retrying ({activity, attempt, error,
+    next_attempt_at} per activity awaiting a retry).
     """
     owner = checked_owner(owner)
 
     async def show_it(runs: AgentRunClient) -> int:
+        await require_worker_for(runs, owner, run_id)
         details = await run_details(runs, owner, run_id)
         if json_output:
             print_json_line(render.details_json(details, now()))
@@ -253,6 +295,7 @@ def thread(
     owner = checked_owner(owner)
 
     async def print_thread(runs: AgentRunClient) -> int:
+        await require_worker_for(runs, owner, run_id)
         messages = await runs.thread(owner, run_id)
         if messages is None:
             raise unknown_run(run_id)
@@ -311,6 +354,7 @@ def stop(
     owner = checked_owner(owner)
 
     async def stop_it(runs: AgentRunClient) -> int:
+        await require_worker_for(runs, owner, run_id)
         subtree = await runs.stop_tree(owner, run_id)
         if json_output:
             print_json_line(render.summaries_json(subtree))
@@ -342,6 +386,7 @@ def resume(
     owner = checked_owner(owner)
 
     async def resume_it(runs: AgentRunClient) -> int:
+        await require_worker_for(runs, owner, run_id)
         summary = await runs.resume(owner, run_id, prompt or None)
         if json_output:
             print_json_line(render.dumps(summary.model_dump(mode="json")))
@@ -361,8 +406,14 @@ def resume(
 
 @app.command()
 def server(
-    port: Annotated[int | None, typer.Option(help="gRPC port (default: a free one).")] = None,
-    ui_port: Annotated[int | None, typer.Option(help="Web UI port (default: a free one).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help=f"gRPC port (default: {DEFAULT_PORT} when free, else a free one)."),
+    ] = None,
+    ui_port: Annotated[
+        int | None,
+        typer.Option(help=f"Web UI port (default: {DEFAULT_UI_PORT} when free, else a free one)."),
+    ] = None,
     db: Annotated[Path, typer.Option(help="SQLite file that keeps the runs.")] = DEFAULT_DB,
 ) -> None:
     """Run the Temporal dev server with agentrun's search attributes until Ctrl-C.
@@ -372,7 +423,9 @@ def server(
     server dies with this command, even when this command is killed.
     """
     try:
-        asyncio.run(_serve(EmbeddedServer(db=db, port=port, ui_port=ui_port)))
+        preferred = (DEFAULT_PORT, DEFAULT_UI_PORT)
+        embedded = EmbeddedServer(db=db, port=port, ui_port=ui_port, preferred_ports=preferred)
+        asyncio.run(_serve(embedded))
     except DatabaseInUseError as err:
         fail(str(err), EXIT_DATABASE_IN_USE)
     except ServerError as err:
@@ -386,6 +439,7 @@ async def _serve(embedded: EmbeddedServer) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with embedded:
         console.print(f"Temporal gRPC: [bold]{embedded.address}[/]", highlight=False)
+        console.print(_where_clients_look(embedded.port), highlight=False)
         console.print(f"Web UI:        {embedded.ui_url}", highlight=False)
         console.print(f"Database:      {embedded.db} (log: {embedded.log_path})", highlight=False)
         console.print(f"export TEMPORAL_ADDRESS={embedded.address}", highlight=False)
@@ -399,6 +453,15 @@ async def _serve(embedded: EmbeddedServer) -> None:
             )
         exited.cancel()
         console.print("Stopping the server...")
+
+
+def _where_clients_look(port: int) -> str:
+    if port == DEFAULT_PORT:
+        return "               the default port: workers and commands find it unconfigured"
+    return (
+        f"               not the default {DEFAULT_PORT} (in use, or --port): "
+        "clients need TEMPORAL_ADDRESS, below"
+    )
 
 
 @app.command()
@@ -418,18 +481,19 @@ def worker(
     otel extra).
     """
     # The worker's imports (workflows, activities, model agents) only when serving.
-    from agentrun._worker import STARTUP_ERRORS, run_worker
+    from agentrun._worker import LOG_FORMAT, STARTUP_ERRORS, run_worker
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=errors)]
-    )
+    if errors.is_terminal:
+        logging.basicConfig(
+            level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=errors)]
+        )
+    else:  # a file or a pipe: one line per record, as python worker.py writes them
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         asyncio.run(run_worker(settings(), address, metrics_address))
     except STARTUP_ERRORS as err:
         fail(str(err))
     except RuntimeError as err:
-        if not str(err).startswith(CONNECT_FAILED):
-            raise
         unreachable(configured_address(address), err)
 
 

@@ -18,7 +18,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.envconfig import ClientConfig
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -29,17 +28,26 @@ from temporalio.runtime import (
 from temporalio.service import RPCError
 
 from agentrun._client import AgentRunClient, DelegationError, NoAnswerError
-from agentrun._connection import DEFAULT_ADDRESS, connect
+from agentrun._connection import (
+    EXIT_UNREACHABLE,
+    configured_address,
+    connect,
+    unreachable_message,
+)
 from agentrun._observability import ObservabilityError, flush_tracing, tracing_plugins
 from agentrun._plugin import AgentRunPlugin
 from agentrun._settings import AgentRunSettings, SettingsError, load_settings
-from agentrun.cli._render import clip
+from agentrun._task_queue import (
+    QUERIES_NEED_A_WORKER,
+    NoWorkerError,
+    no_worker_hint,
+    worker_polls,
+)
 from agentrun.cli._watch import is_transient
 
 EXIT_OK = 0
 EXIT_USER = 1
 EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
 EXIT_RUN_NOT_COMPLETED = 4
 EXIT_DATABASE_IN_USE = 5
 EXIT_INTERRUPTED = 130
@@ -47,14 +55,11 @@ EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_USER: "user error: unknown run, run not running or not resumable, bad input",
     EXIT_USAGE: "usage error: a missing or bad argument or option",
-    EXIT_UNREACHABLE: "Temporal unreachable, or no worker answered in time",
+    EXIT_UNREACHABLE: "Temporal unreachable, or no worker polls the task queue or answers in time",
     EXIT_RUN_NOT_COMPLETED: "`run` followed a run that ended failed or stopped",
     EXIT_DATABASE_IN_USE: "`server` found its database in use by another server",
 }
 OWNER_ENV = "AGENTRUN_OWNER"
-
-# temporalio's message when Client.connect cannot reach the server.
-CONNECT_FAILED = "Failed client connect"
 
 console = Console()
 errors = Console(stderr=True)
@@ -67,6 +72,12 @@ Owner = Annotated[
     ),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
+NoWait = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait", help="Exit 3 at once when no worker polls the task queue, not wait for one."
+    ),
+]
 Address = Annotated[
     str | None,
     typer.Option(help="host:port of Temporal (default: TEMPORAL_ADDRESS or temporal.toml)."),
@@ -113,23 +124,13 @@ def fail(message: str, code: int = EXIT_USER) -> NoReturn:
     raise typer.Exit(code)
 
 
-def configured_address(address: str | None = None) -> str:
-    """The address a command connects to, for messages."""
-    if address:
-        return address
-    config = ClientConfig.load_client_connect_config()
-    return str(config.get("target_host") or DEFAULT_ADDRESS)
-
-
 def unreachable(target: str, err: RuntimeError) -> NoReturn:
-    """Exit 3 for a failed connect, with the reason on the same line."""
-    text = str(err)
-    reason = "connection refused" if "ConnectionRefused" in text else clip(text, 200)
-    fail(
-        f"cannot reach Temporal at {target} (start one with `agentrun server`, or set "
-        f"TEMPORAL_ADDRESS): {reason}",
-        EXIT_UNREACHABLE,
-    )
+    """Exit 3 for a failed connect, with the reason on the same line; re-raise another
+    ``RuntimeError``."""
+    message = unreachable_message(target, err)
+    if message is None:
+        raise err
+    fail(message, EXIT_UNREACHABLE)
 
 
 def settings() -> AgentRunSettings:
@@ -171,11 +172,9 @@ def execute(address: str | None, command: Callable[[AgentRunClient], Awaitable[i
     except (DelegationError, ObservabilityError) as err:
         fail(str(err))
     except RuntimeError as err:
-        if not str(err).startswith(CONNECT_FAILED):
-            raise
         unreachable(target, err)
-    except NoAnswerError as err:
-        fail(str(err), EXIT_UNREACHABLE)  # names the run and the task queue
+    except (NoAnswerError, NoWorkerError) as err:
+        fail(str(err), EXIT_UNREACHABLE)  # names the task queue (and the run)
     except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
         if not is_transient(err):
             fail(f"Temporal at {target} refused the request: {err}")
@@ -199,7 +198,13 @@ async def _connected(
         runtime=_quiet_runtime(),
         plugins=tracing_plugins(config.otel),
     )
-    return await command(AgentRunClient(client, config.task_queue))
+    try:
+        return await command(AgentRunClient(client, config.task_queue))
+    except NoAnswerError:
+        if await worker_polls(client, config.task_queue):
+            raise  # a worker is there, and too busy to answer
+        hint = no_worker_hint(client, config.task_queue, QUERIES_NEED_A_WORKER)
+        raise NoWorkerError(hint) from None
 
 
 def _quiet_runtime() -> Runtime:

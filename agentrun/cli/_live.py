@@ -8,7 +8,7 @@ and ``--json`` prints only the events, one JSON object per line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from rich.console import Console
 from rich.live import Live
@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 from agentrun._client import AgentRunClient, StreamedEvent
 from agentrun.cli import _render as render
 from agentrun.cli._common import console, errors, now, print_json_line
+from agentrun.cli._text import TextLines
 from agentrun.cli._views import RunNode, run_tree
 from agentrun.cli._watch import RetryPolicy, StreamLost, follow_tree, is_transient
 
@@ -29,7 +30,10 @@ _TREE_EVENTS = ("child_started", "child_finished", "finish")
 
 
 def report_lost(lost: StreamLost) -> None:
-    """Tell the user (on stderr, off any ``--json`` output) that a stream is resumed."""
+    """Tell the user (on stderr, off any ``--json`` output) that a stream is resumed:
+    once, not at every attempt while it stays broken."""
+    if lost.attempt > 1:
+        return
     errors.print(
         f"watch: lost the stream of {lost.run_id} ({type(lost.error).__name__}: "
         f"{lost.error}); following it again from offset {lost.next_offset}",
@@ -46,6 +50,7 @@ async def print_events(
     json_output: bool,
     with_tree: bool = False,
     retry_for: float = 300.0,
+    paused: Callable[[], bool] = lambda: False,
 ) -> None:
     """Print the events of the run and its descendants until every stream has ended.
 
@@ -57,8 +62,10 @@ async def print_events(
         json_output: One JSON object per event, nothing else.
         with_tree: Show the tree too: live in a terminal, else once at the end.
         retry_for: Seconds a broken stream is reconnected before the watch fails.
+        paused: While true, a broken stream is retried quietly and for as long as it
+            takes (no worker polls, and the user was told).
     """
-    policy = RetryPolicy(give_up_after=retry_for, on_lost=report_lost)
+    policy = RetryPolicy(give_up_after=retry_for, on_lost=report_lost, paused=paused)
     events = follow_tree(runs, owner, run_id, from_offset, policy)
     if json_output:
         async for item in events:
@@ -67,9 +74,10 @@ async def print_events(
     if with_tree and console.is_terminal:
         await _print_under_live_tree(runs, owner, run_id, events)
         return
-    styles: dict[str, str] = {}
+    text = TextLines()
     async for item in events:
-        _print_event(console, render.event_line(item, styles))
+        _print_lines(console, text.lines(item))
+    _print_lines(console, text.flush())
     if with_tree:
         console.print(render.tree_view(await run_tree(runs, owner, run_id), now()))
 
@@ -77,22 +85,23 @@ async def print_events(
 async def _print_under_live_tree(
     runs: AgentRunClient, owner: str, run_id: str, events: AsyncIterator[StreamedEvent]
 ) -> None:
-    styles: dict[str, str] = {}
+    text = TextLines()
     with Live(console=console, refresh_per_second=4) as live:
         changed = asyncio.Event()
-        redraw = asyncio.create_task(redraw_tree(live, runs, owner, run_id, changed))
+        redraw = asyncio.create_task(redraw_tree(live, runs, owner, run_id, changed, text.latest))
         try:
             async for item in events:
-                _print_event(live.console, render.event_line(item, styles))
+                _print_lines(live.console, text.lines(item))
                 if item.event.kind in _TREE_EVENTS:
                     changed.set()
         finally:
             redraw.cancel()
+        _print_lines(live.console, text.flush())
         live.update(render.tree_view(await run_tree(runs, owner, run_id), now()))
 
 
-def _print_event(target: Console, line: str | None) -> None:
-    if line is not None:
+def _print_lines(target: Console, lines: list[str]) -> None:
+    for line in lines:
         # One event, one line, however narrow the terminal.
         target.print(line, highlight=False, no_wrap=True, overflow="ellipsis")
 
@@ -103,8 +112,10 @@ async def redraw_tree(
     owner: str,
     run_id: str,
     changed: asyncio.Event | None = None,
+    latest: Mapping[str, str] | None = None,
 ) -> RunNode:
-    """Redraw the tree every second, and at once when ``changed`` is set.
+    """Redraw the tree every second, and at once when ``changed`` is set; a running run
+    shows the text ``latest`` has for it (what it is streaming).
 
     Without ``changed`` it returns the tree once nothing in it runs; with it, it
     redraws until cancelled. A server or worker that does not answer for a while
@@ -117,7 +128,7 @@ async def redraw_tree(
             if not is_transient(err):
                 raise
         else:
-            live.update(render.tree_view(tree, now()))
+            live.update(render.tree_view(tree, now(), latest=latest))
             if changed is None and all(n.summary.status != "running" for n in tree.walk()):
                 return tree
         if changed is None:

@@ -7,6 +7,7 @@ Every ``--json`` shape is built here, from the models' own JSON (``model_dump(mo
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 
 from pydantic import JsonValue
@@ -18,7 +19,7 @@ from rich.tree import Tree
 
 from agentrun._client import StreamedEvent
 from agentrun._models import EVENT_KINDS, AgentEvent, Message, RunSummary, Status
-from agentrun.cli._views import RunDetails, RunNode, Timing
+from agentrun.cli._views import Retrying, RunDetails, RunNode, Timing
 
 __all__ = [
     "details_json",
@@ -27,6 +28,7 @@ __all__ = [
     "duration",
     "event_json",
     "event_line",
+    "run_line",
     "runs_table",
     "summaries_json",
     "thread_json",
@@ -92,18 +94,22 @@ def event_json(item: StreamedEvent) -> str:
 def event_line(item: StreamedEvent, styles: dict[str, str]) -> str | None:
     """An event as one line of markup prefixed by its run; None for a text delta.
 
-    Deltas are left out: the ``message`` event that follows carries the whole text.
+    Deltas are gathered into lines elsewhere (``agentrun.cli._text``).
     A kind this version does not know (a newer worker's) is shown as ``<kind>``.
     """
     detail = event_detail(item.event)
     if detail is None:
         return None
-    run_id = item.event.run_id
-    style = styles.setdefault(run_id, RUN_STYLES[len(styles) % len(RUN_STYLES)])
     kind = item.event.kind if item.event.kind in EVENT_KINDS else f"<{item.event.kind}>"
+    return run_line(item.event.run_id, item.offset, kind, clip(detail), styles)
+
+
+def run_line(run_id: str, offset: int, kind: str, detail: str, styles: dict[str, str]) -> str:
+    """One line of markup: the run (in its colour), the offset, the kind, the detail."""
+    style = styles.setdefault(run_id, RUN_STYLES[len(styles) % len(RUN_STYLES)])
     return (
-        f"[{style}]{escape(run_id):<18}[/] [dim]{item.offset:>4}[/] "
-        f"{escape(clip(kind, 40)):<14} {escape(clip(detail))}"
+        f"[{style}]{escape(run_id):<18}[/] [dim]{offset:>4}[/] "
+        f"{escape(clip(kind, 40)):<14} {escape(detail)}"
     )
 
 
@@ -188,10 +194,17 @@ def tree_json(node: RunNode, now: datetime) -> dict[str, JsonValue]:
     }
 
 
-def tree_view(node: RunNode, now: datetime, parent: Tree | None = None) -> Tree:
-    """The tree with each run's status, epoch, duration and latest output."""
+def tree_view(
+    node: RunNode,
+    now: datetime,
+    parent: Tree | None = None,
+    latest: Mapping[str, str] | None = None,
+) -> Tree:
+    """The tree with each run's status, epoch, duration and latest output: for a running
+    run, the text it is streaming when ``latest`` has it."""
     summary = node.summary
-    text = clip(summary.error or summary.assistant or "", 80)
+    streaming = (latest or {}).get(summary.run_id) if summary.status == "running" else None
+    text = clip(summary.error or streaming or summary.assistant or "", 80)
     label = (
         f"[bold]{escape(summary.run_id)}[/] {status_markup(summary.status)} "
         f"[dim]{escape(summary.agent_id)} · epoch {summary.epoch} · "
@@ -199,7 +212,7 @@ def tree_view(node: RunNode, now: datetime, parent: Tree | None = None) -> Tree:
     )
     branch = parent.add(label) if parent is not None else Tree(label)
     for child in node.children:
-        tree_view(child, now, branch)
+        tree_view(child, now, branch, latest)
     return branch
 
 
@@ -211,6 +224,7 @@ def details_json(details: RunDetails, now: datetime) -> str:
             **_timing_json(details.timing, now),
             "lineage": list(details.lineage),
             "children": [child.model_dump(mode="json") for child in details.children],
+            "retrying": [retry.model_dump(mode="json") for retry in details.retrying],
         }
     )
 
@@ -238,9 +252,16 @@ def details_view(details: RunDetails, now: datetime) -> Table:
     ]
     if summary.error:
         rows.append(("error", f"[red]{escape(summary.error)}[/]"))
+    rows += [("retrying", f"[yellow]{escape(_retry_line(retry))}[/]") for retry in details.retrying]
     for name, value in rows:
         grid.add_row(name, value)
     return grid
+
+
+def _retry_line(retry: Retrying) -> str:
+    """``agent_turn, attempt 3 at 12:00:05: <the last failure>``."""
+    when = f" at {_when(retry.next_attempt_at)}" if retry.next_attempt_at else ""
+    return f"{retry.activity}, attempt {retry.attempt}{when}: {clip(retry.error, 200)}"
 
 
 def _when(moment: datetime | None) -> str:

@@ -19,7 +19,16 @@ from agentrun._constants import QUERY_CHILDREN
 from agentrun._delegation import unknown_run
 from agentrun._models import RunSummary
 
-__all__ = ["RunDetails", "RunNode", "Timing", "run_details", "run_tree", "timing"]
+__all__ = [
+    "Retrying",
+    "RunDetails",
+    "RunNode",
+    "Timing",
+    "children",
+    "run_details",
+    "run_tree",
+    "timing",
+]
 
 
 class Timing(BaseModel):
@@ -49,6 +58,15 @@ class RunNode:
         return [self, *(node for child in self.children for node in child.walk())]
 
 
+class Retrying(BaseModel):
+    """A turn (or tool call) of the run that failed and waits for its next attempt."""
+
+    activity: str
+    attempt: int  # the attempt to come
+    error: str  # the last attempt's failure: the provider's message for a model call
+    next_attempt_at: datetime | None = None
+
+
 class RunDetails(BaseModel):
     """Everything ``agentrun show`` says about one run."""
 
@@ -56,17 +74,40 @@ class RunDetails(BaseModel):
     timing: Timing
     lineage: list[str]
     children: list[RunSummary]
+    retrying: list[Retrying] = []
 
 
 async def timing(runs: AgentRunClient, run_id: str) -> Timing:
     """Start and close time of the run's current execution."""
+    timed, _ = await _execution(runs, run_id)
+    return timed
+
+
+async def _execution(runs: AgentRunClient, run_id: str) -> tuple[Timing, list[Retrying]]:
+    """The current execution's timing, and its activities waiting to be retried, as
+    Temporal describes them (no worker needed)."""
     try:
         description = await runs.temporal.get_workflow_handle(run_id).describe()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            return Timing()
+            return Timing(), []
         raise
-    return Timing(started_at=description.start_time, closed_at=description.close_time)
+    pending = description.raw_description.pending_activities
+    retrying = [
+        Retrying(
+            activity=activity.activity_type.name,
+            attempt=activity.attempt,
+            error=activity.last_failure.message,
+            next_attempt_at=(
+                activity.next_attempt_schedule_time.ToDatetime(UTC)
+                if activity.HasField("next_attempt_schedule_time")
+                else None
+            ),
+        )
+        for activity in pending
+        if activity.attempt > 1 and activity.HasField("last_failure")
+    ]
+    return Timing(started_at=description.start_time, closed_at=description.close_time), retrying
 
 
 async def owned_summary(runs: AgentRunClient, owner: str, run_id: str) -> RunSummary:
@@ -100,7 +141,8 @@ async def run_tree(runs: AgentRunClient, owner: str, run_id: str) -> RunNode:
     return top
 
 
-async def _children(runs: AgentRunClient, run_id: str) -> list[RunSummary]:
+async def children(runs: AgentRunClient, run_id: str) -> list[RunSummary]:
+    """The summaries of the runs ``run_id`` delegated (its ``children`` query)."""
     handle = runs.temporal.get_workflow_handle(run_id)
     children: list[RunSummary] = await handle.query(QUERY_CHILDREN, result_type=list[RunSummary])
     return children
@@ -113,10 +155,16 @@ async def run_details(runs: AgentRunClient, owner: str, run_id: str) -> RunDetai
         DelegationError: the run is unknown to ``owner``.
     """
     summary = await owned_summary(runs, owner, run_id)
-    children, run_timing, lineage = await asyncio.gather(
-        _children(runs, run_id), timing(runs, run_id), _ancestors(runs, summary)
+    delegated, (run_timing, retrying), lineage = await asyncio.gather(
+        children(runs, run_id), _execution(runs, run_id), _ancestors(runs, summary)
     )
-    return RunDetails(summary=summary, timing=run_timing, lineage=lineage, children=children)
+    return RunDetails(
+        summary=summary,
+        timing=run_timing,
+        lineage=lineage,
+        children=delegated,
+        retrying=retrying,
+    )
 
 
 async def _ancestors(runs: AgentRunClient, summary: RunSummary) -> list[str]:

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agentrun._causal import CauseFirst
 from agentrun._client import AgentRunClient, StreamedEvent
+from agentrun.cli._views import children
 
 __all__ = ["RetryPolicy", "StreamLost", "follow_tree", "is_transient"]
 
@@ -49,6 +51,15 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError | WorkflowQueryFailedError)
 
 
+def _server_away(err: BaseException) -> bool:
+    """Whether ``err`` says the server itself cannot be reached (not a missing worker)."""
+    return (
+        isinstance(err, RPCError)
+        and err.status == RPCStatusCode.UNAVAILABLE
+        and "connect" in err.message
+    )
+
+
 @dataclass(frozen=True)
 class StreamLost:
     """A follower lost a run's stream and is about to follow it again."""
@@ -56,6 +67,7 @@ class StreamLost:
     run_id: str
     next_offset: int
     error: BaseException
+    attempt: int = 1  # the reconnection about to be made since the last event
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,10 @@ class RetryPolicy:
     first_wait: float = 0.5
     max_wait: float = 5.0
     on_lost: Callable[[StreamLost], None] = field(default=lambda _: None)
+    # While true (no worker polls, and the user was told), a stream broken for want of
+    # a worker is neither reported nor counted towards giving up: it is tried again
+    # quietly. A server that cannot be reached is reported all the same.
+    paused: Callable[[], bool] = field(default=lambda: False)
 
     def wait(self, attempt: int) -> float:
         """Seconds to wait before the ``attempt``-th reconnection (1-based)."""
@@ -104,11 +120,15 @@ class _Follower:
             except Exception as err:
                 if not is_transient(err):
                     raise
+                if self._policy.paused() and not _server_away(err):
+                    attempt, failing_since = 0, None
+                    await asyncio.sleep(self._policy.first_wait)
+                    continue
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since > self._policy.give_up_after:
                     raise
                 attempt += 1
-                self._policy.on_lost(StreamLost(self.run_id, self.next_offset, err))
+                self._policy.on_lost(StreamLost(self.run_id, self.next_offset, err, attempt))
                 await asyncio.sleep(self._policy.wait(attempt))
 
 
@@ -122,42 +142,73 @@ async def follow_tree(
     """The events of ``run_id`` from ``from_offset`` and of its descendants, merged.
 
     A descendant is followed from its first event once its ``child_started`` event
-    arrives (again from where it was when a stopped child is resumed). The iterator
-    ends when every followed stream has ended.
+    arrives (again from where it was when a stopped child is resumed); from an offset,
+    the children started before it are followed from their first event too. Causes come
+    before their effects: a parent's ``child_finished`` (and what follows it) waits
+    until the child's own ``finish`` is out. The iterator ends when every followed
+    stream has ended.
 
     Raises:
         DelegationError: the run is unknown to ``owner``.
         RPCError: a connection stayed broken longer than the policy allows.
     """
-    policy = policy or RetryPolicy()
-    # Events and, after a follower's last event, its finished task: a follower's
-    # events are always read before the news that it ended.
-    queue: asyncio.Queue[StreamedEvent | asyncio.Task[None]] = asyncio.Queue()
-    followers: dict[str, _Follower] = {}
-    tasks: dict[str, asyncio.Task[None]] = {}
-
-    def follow(target: str, offset: int) -> None:
-        follower = followers.setdefault(target, _Follower(runs, owner, target, offset, policy))
-        task = asyncio.create_task(follower.run(queue.put_nowait))
-        tasks[target] = task
-        task.add_done_callback(queue.put_nowait)
-
-    follow(run_id, from_offset)
-    following = 1
+    merge = _Merge(runs, owner, policy or RetryPolicy())
+    merge.follow(run_id, from_offset)
+    if from_offset:
+        # Children started before the offset announce themselves in no event read here.
+        for child in await children(runs, run_id):
+            merge.follow(child.run_id, 0)
     try:
-        while following:
-            item = await queue.get()
-            if isinstance(item, asyncio.Task):
-                following -= 1
-                item.result()  # a follower's final error is the watch's
-                continue
-            child = item.event.summary
-            if item.event.kind == "child_started" and child is not None:
-                current = tasks.get(child.run_id)
-                if current is None or current.done():
-                    follow(child.run_id, 0)
-                    following += 1
-            yield item
+        while merge.running:
+            item = await merge.queue.get()
+            released = merge.ended(item) if isinstance(item, asyncio.Task) else merge.arrived(item)
+            for event in released:
+                yield event
     finally:
-        for task in tasks.values():
+        merge.cancel()
+
+
+class _Merge:
+    """The followers of a tree; ``CauseFirst`` orders what they deliver."""
+
+    def __init__(self, runs: AgentRunClient, owner: str, policy: RetryPolicy) -> None:
+        self._runs, self._owner, self._policy = runs, owner, policy
+        # Events and, after a follower's last event, its finished task: a follower's
+        # events are always read before the news that it ended.
+        self.queue: asyncio.Queue[StreamedEvent | asyncio.Task[None]] = asyncio.Queue()
+        self._followers: dict[str, _Follower] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # each run's latest follower
+        self._runs_of: dict[asyncio.Task[None], str] = {}
+        self.running: set[asyncio.Task[None]] = set()  # followers whose end is not read yet
+        self._order = CauseFirst(self._follow_child)
+
+    def follow(self, target: str, offset: int) -> None:
+        follower = self._followers.setdefault(
+            target, _Follower(self._runs, self._owner, target, offset, self._policy)
+        )
+        task = asyncio.create_task(follower.run(self.queue.put_nowait))
+        self._tasks[target] = task
+        self._runs_of[task] = target
+        self.running.add(task)
+        self._order.following(target)
+        task.add_done_callback(self.queue.put_nowait)
+
+    def arrived(self, item: StreamedEvent) -> list[StreamedEvent]:
+        """The events that may go out now that ``item`` arrived, in order."""
+        return self._order.arrived(item)
+
+    def ended(self, task: asyncio.Task[None]) -> list[StreamedEvent]:
+        """The events held for the run whose follower ended (its final error raises)."""
+        self.running.discard(task)
+        task.result()  # a follower's final error is the watch's
+        return self._order.ended(self._runs_of[task])
+
+    def cancel(self) -> None:
+        for task in self._tasks.values():
             task.cancel()
+
+    def _follow_child(self, child: str) -> None:
+        # Again from where it was when a stopped child is resumed.
+        current = self._tasks.get(child)
+        if current is None or current.done():
+            self.follow(child, 0)
