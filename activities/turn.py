@@ -19,7 +19,9 @@ from typing import Any
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
+from temporalio.service import RPCError
 
 from agentrun._agents import (
     AgentRegistry,
@@ -139,6 +141,22 @@ class TurnActivities:
         # Heartbeat all along, from the first beat: the stream query a retry makes can
         # wait on a workflow task, and a silent turn would time out.
         topic = stream.topic(EVENTS_TOPIC, type=AgentEvent)
+        try:
+            return await self._beating_turn(spec, turn, progress, stream, topic, handle)
+        except RetryableStepError as err:
+            await _tell_retrying(stream, topic, turn, err)
+            raise
+
+    async def _beating_turn(
+        self,
+        spec: AgentSpec,
+        turn: TurnInput,
+        progress: Progress,
+        stream: WorkflowStreamClient,
+        topic: TopicHandle[AgentEvent],
+        handle: WorkflowHandle[Any, Any],
+    ) -> TurnResult:
+        info = activity.info()
         async with beating(progress, stream, topic, handle, turn, self._batching):
             if turn.thread_by_query:
                 # A long thread is not carried in the turn's input: the worker's copy
@@ -286,6 +304,26 @@ class _Yielding:
         if time.monotonic() - self._since >= YIELD_EVERY:
             await asyncio.sleep(0)
             self._since = time.monotonic()
+
+
+async def _tell_retrying(
+    stream: WorkflowStreamClient,
+    topic: TopicHandle[AgentEvent],
+    turn: TurnInput,
+    err: RetryableStepError,
+) -> None:
+    """A ``turn_retrying`` event on the run's stream: the provider's message and the
+    attempt to come (Temporal retries the turn with backoff). Best effort."""
+    attempt = activity.info().attempt + 1
+    text = f"{err} (Temporal retries the turn: attempt {attempt} next)"
+    event = AgentEvent(
+        run_id=turn.run_id, epoch=turn.epoch, turn=turn.turn, kind="turn_retrying", text=text
+    )
+    topic.publish(event)
+    try:
+        await stream.flush()
+    except RPCError as failed:
+        logger.warning("Could not tell run %s of its retry: %s", turn.run_id, failed)
 
 
 def _unanswered(thread: list[Message], box: Toolbox) -> list[ToolCall]:

@@ -231,6 +231,7 @@ EventKind = Literal[
     "approval_requested",
     "approval_decided",
     "user_message",
+    "turn_retrying",
     "error",
     "finish",
 ]

@@ -23,7 +23,8 @@ def static_summary(run: AgentRunInput) -> str:
 
 
 def static_details(run: AgentRunInput, run_id: str) -> str:
-    """Owner, lineage, epoch, and how to stop and resume the run."""
+    """Owner, lineage, epoch, and how to stop the run (how to resume it is in its
+    current details once it is stopped: ``resume_hint``)."""
     parent = f"`{run.parent_run_id}`" if run.parent_run_id else "none (root run)"
     return "\n".join(
         [
@@ -31,9 +32,13 @@ def static_details(run: AgentRunInput, run_id: str) -> str:
             f"**parent run** {parent} · **epoch** {run.epoch} · **depth** {run.depth}",
             "",
             f"Stop this run and its subtree: `temporal workflow cancel --workflow-id {run_id}`",
-            f"Resume it once stopped: `agentrun resume {run_id} --owner {run.owner_thread_id}`",
         ]
     )
+
+
+def resume_hint(run_id: str, owner_thread_id: str) -> str:
+    """How to resume a stopped run, for its current details."""
+    return f"**stopped**: resume it with `agentrun resume {run_id} --owner {owner_thread_id}`"
 
 
 def current_details(last_event: str, children: list[RunSummary]) -> str:

@@ -11,6 +11,7 @@ import pytest
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -88,3 +89,32 @@ async def test_show_says_a_turn_is_retried_with_the_providers_message_and_next_a
         released.append(True)
         summary = await runs.wait(owner, run_id, timeout=60)
     assert (summary.status, summary.assistant) == ("completed", "answered at last")
+
+
+async def test_a_retried_turn_says_so_on_the_runs_stream_and_in_the_web_ui(
+    env: WorkflowEnvironment, queue: str, owner: str
+):
+    released: list[bool] = []
+    agent = AgentSpec(id="busy", runtime=ModelAgent(overloaded_until(released)), allowed_agents=())
+    async with Worker(agentrun_client(env.client, AgentRegistry([agent])), task_queue=queue):
+        runs = AgentRunClient(env.client, queue)
+        run_id = await runs.start(owner, "busy", "are you there?")
+        details = await eventually(
+            lambda: current_details(env, run_id), lambda d: "retrying" in d, timeout=60
+        )
+        assert "overloaded" in details and "next)" in details
+        released.append(True)
+        await runs.wait(owner, run_id, timeout=60)
+        retries = [
+            item.event.text or ""
+            async for item in runs.events(owner, run_id)
+            if item.event.kind == "turn_retrying"
+        ]
+    assert retries and "overloaded" in retries[0] and "attempt 2 next" in retries[0]
+
+
+async def current_details(env: WorkflowEnvironment, run_id: str) -> str:
+    metadata: WorkflowMetadata = await env.client.get_workflow_handle(run_id).query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    return str(metadata.current_details)

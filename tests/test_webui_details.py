@@ -52,3 +52,18 @@ async def _current_details(temporal: Client, run_id: str) -> str:
         "__temporal_workflow_metadata", result_type=WorkflowMetadata
     )
     return str(metadata.current_details)
+
+
+async def test_only_a_stopped_run_says_how_to_resume_it(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    done = await runs.start(owner, "scripted", "hello")
+    await runs.wait(owner, done, timeout=60)
+    described = await temporal.get_workflow_handle(done).describe()
+    shown = (await described.static_details() or "") + await _current_details(temporal, done)
+    assert "agentrun resume" not in shown
+
+    stopped = await runs.start(owner, "scripted", script({"sleep": 60}))
+    await runs.stop_tree(owner, stopped)
+    details = await _current_details(temporal, stopped)
+    assert f"agentrun resume {stopped} --owner {owner}" in details

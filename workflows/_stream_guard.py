@@ -6,8 +6,9 @@ fails the whole run, any other error fails the workflow task, which Temporal ret
 forever. A batch that decodes but is not this run's events would reach every follower.
 Such a batch is dropped whole, with a warning; the run goes on. Deterministic code.
 
-The guard also hands the latest assistant text of a batch to the run, for the Web UI's
-current details: display only, since any client may publish.
+The guard also hands the latest assistant text of a batch (or a turn's retry notice)
+to the run, for the Web UI's current details: display only, since any client may
+publish.
 """
 
 from __future__ import annotations
@@ -81,13 +82,17 @@ def count_stream_polls() -> None:
 
 def _tell_last_text(events: list[dict[str, Any]], said: Callable[[int, str], None]) -> None:
     for event in reversed(events):
-        message = event.get("message")
-        if event.get("kind") != "message" or not isinstance(message, dict):
+        turn, kind, message = event.get("turn"), event.get("kind"), event.get("message")
+        if not isinstance(turn, int):
             continue
-        text, turn = message.get("content"), event.get("turn")
+        if kind == "turn_retrying" and isinstance(event.get("text"), str):
+            said(turn, f"retrying: {event['text']}")
+            return
+        if kind != "message" or not isinstance(message, dict):
+            continue
+        text = message.get("content")
         if message.get("role") == "assistant" and isinstance(text, str) and text:
-            if isinstance(turn, int):
-                said(turn, text)
+            said(turn, f"said: {text}")
             return
 
 

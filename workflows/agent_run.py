@@ -59,7 +59,7 @@ from agentrun._models import (
     parse_run_input,
 )
 from agentrun._payload_guard import PayloadTooLargeError
-from agentrun._webui import current_details
+from agentrun._webui import current_details, resume_hint
 from agentrun.workflows._approvals import Approvals, awaiting_details
 from agentrun.workflows._children import CHILD_REPORT_PATCH, Children, Parent
 from agentrun.workflows._stream_guard import count_stream_polls, guard_stream_publish
@@ -378,16 +378,19 @@ class AgentRunWorkflow:
         pending = list(self._approvals.pending.values())
         if pending:
             details = awaiting_details(pending, self._input.owner_thread_id) + "\n\n" + details
+        if self._status == "stopped":
+            details = resume_hint(self._run_id, self._input.owner_thread_id) + "\n\n" + details
         workflow.set_current_details(details)
 
     def _publish_child(self, kind: EventKind, summary: RunSummary) -> None:
         self._publish(kind, summary=summary)
 
     def _said_on_stream(self, turn: int, text: str) -> None:
-        """A running turn's latest text, as its stream shows it: for the Web UI only.
+        """A running turn's latest text or retry notice, as its stream shows it: for
+        the Web UI only.
         The run's own record (summary, thread) takes text only from turn results."""
         if turn == self._turn:
-            self._show(f"turn {turn} said: {text[:80]}")
+            self._show(f"turn {turn} {text[:200]}")
 
     @workflow.signal(name=SIGNAL_CHILD_SETTLED)
     def child_settled(self, report: RawValue) -> None:
