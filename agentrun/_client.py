@@ -67,6 +67,15 @@ _WAIT_RETRY_STATUSES = (
 _WAIT_PAUSE_FIRST = 0.1
 _WAIT_PAUSE_LONGEST = 2.0
 _LIVE: tuple[Status, ...] = ("running", "stopped")
+# A stop's cancel requests outlast a busy or briefly unreachable server.
+_CANCEL_RETRY_STATUSES = (
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+)
+_CANCEL_ATTEMPTS = 8
+_CANCEL_PAUSE_LONGEST = 8.0
 
 
 class StreamedEvent(BaseModel):
@@ -254,18 +263,23 @@ class AgentRunClient:
     async def stop_tree(self, owner_thread_id: str, run_id: str) -> list[RunSummary]:
         """Stop the run and every running descendant; the subtree's summaries, root first.
 
+        No run is queried: the tree comes from visibility, a running run's latest text
+        from its turn's heartbeat (``describe``), and each final summary from how the
+        run closed. A busy or unreachable server is retried, not raised, while it may
+        pass; a run that has not closed within 30 s is returned as it was.
+
         Raises:
             DelegationError: ``Unknown run_id: …`` or ``Run '…' is not running …``.
         """
         seen = await self._reader.visible(owner_thread_id, run_id)
         if seen is None:
             raise unknown_run(run_id)
-        root = await self._reader.current(seen)
+        root = await self._reader.current(seen, Listing(queries=False))
         # A stopped run cancels the children it runs (workflows/_children.py), so the
         # root's cancel goes out at once and cascades through Temporal while the walk
         # finds the runs no running parent will cancel: one cancel per run.
         first = asyncio.create_task(self._cancel(root.run_id)) if root.status == "running" else None
-        tree = await self._tree(seen, root)
+        tree = await self._tree(seen, root, queries=False)
         running = {s.run_id: s for _, s in tree if s.status == "running"}
         cascaded = _cascaded(tree) | ({root.run_id} if first else set())
         if first is not None:
@@ -415,14 +429,15 @@ class AgentRunClient:
                 task.cancel()
 
     async def _tree(
-        self, seen: VisibleRun, root: RunSummary
+        self, seen: VisibleRun, root: RunSummary, queries: bool = True
     ) -> list[tuple[VisibleRun, RunSummary]]:
         """The run and its descendants of the same owner, depth first, root first, each
-        as visibility lists it and as it is now."""
+        as visibility lists it and as it is now (without ``queries``: as visibility and
+        ``describe`` show it)."""
         root_id = seen.execution.root_id or root.run_id
         runs = await list_tree(self.temporal, root.owner_thread_id, root_id)
         below = [runs[r] for r in _descendants(runs, root.run_id)]
-        listing = Listing()
+        listing = Listing(queries)
         # Each run's own summary, not its parent's record of it: the latest text is there.
         currents = await asyncio.gather(*(self._reader.current(run, listing) for run in below))
         return [(seen, root), *zip(below, currents, strict=True)]
@@ -465,11 +480,20 @@ class AgentRunClient:
         )
 
     async def _cancel(self, run_id: str) -> None:
-        try:
-            await self._reader.bounded(self.temporal.get_workflow_handle(run_id).cancel())
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
+        """Request the run's cancel; a busy or unreachable server is asked again, with
+        backoff, for about half a minute before its error is raised."""
+        pause = _WAIT_PAUSE_FIRST
+        for attempt in range(1, _CANCEL_ATTEMPTS + 1):
+            try:
+                await self._reader.bounded(self.temporal.get_workflow_handle(run_id).cancel())
+                return
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    return
+                if err.status not in _CANCEL_RETRY_STATUSES or attempt == _CANCEL_ATTEMPTS:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _CANCEL_PAUSE_LONGEST)
 
     async def _final(self, running: RunSummary) -> RunSummary:
         """The summary of a run being stopped once it has closed, from how it closed.
@@ -491,7 +515,14 @@ class AgentRunClient:
                 return running.model_copy(update={"status": "stopped"})
         except (WorkflowContinuedAsNewError, RPCError, TimeoutError):
             pass
-        return await self.summary(running.owner_thread_id, running.run_id) or running
+        # Closed some other way, or not closed yet: as Temporal describes it, best effort.
+        try:
+            seen = await self._reader.visible(running.owner_thread_id, running.run_id)
+            if seen is None:
+                return running
+            return await self._reader.current(seen, Listing(queries=False))
+        except RPCError:
+            return running
 
     async def _closed(self, run_id: str) -> None:
         """Wait until the run's current execution has closed, however it closed."""

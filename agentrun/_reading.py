@@ -65,9 +65,10 @@ class Listing:
     listing asks no more queries: those runs are listed as visibility shows them.
     """
 
-    def __init__(self) -> None:
-        """Start with queries allowed."""
-        self.answering = True
+    def __init__(self, queries: bool = True) -> None:
+        """Start with queries allowed, or (``queries=False``) with none at all: what
+        visibility and ``describe`` show, which no worker has to answer."""
+        self.answering = queries
 
 
 class RunReader:
