@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import uuid
 from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
@@ -44,6 +43,7 @@ from agentrun._models import (
     check_id,
 )
 from agentrun._reading import Listing, NoAnswerError, RunReader
+from agentrun._run_ids import agent_part
 from agentrun._steering import Steering
 from agentrun._task_queue import worker_polls
 from agentrun._visibility import start_search_attributes
@@ -53,7 +53,6 @@ __all__ = ["AgentRunClient", "DelegationError", "ListedRun", "NoAnswerError", "S
 
 _CLOSE_WAIT = timedelta(seconds=30)
 # How much of the agent id a new root run_id carries (run-<hex>-<agent>).
-RUN_ID_AGENT_CHARS = 40
 # What a wait outlasts: no answer in time, and a workflow task in failed state (Temporal
 # retries it; a query meanwhile gets FAILED_PRECONDITION).
 _WAIT_RETRY_STATUSES = (
@@ -572,7 +571,7 @@ def _new_run_id(run_id: str | None, agent_id: str) -> str:
     (the Temporal Web UI's); never a ``.``, which separates a child's number.
     """
     if run_id is None:
-        agent = re.sub(r"[^A-Za-z0-9_-]+", "-", agent_id.strip())[:RUN_ID_AGENT_CHARS].strip("-")
+        agent = agent_part(agent_id)
         return f"run-{uuid.uuid4().hex[:12]}" + (f"-{agent}" if agent else "")
     try:
         checked = check_id(run_id, "run_id")

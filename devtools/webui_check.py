@@ -178,7 +178,7 @@ async def read_tree_pages(
         await runs.start(owner, "scripted", planner_script(with_mcp=False), run_id=ROOT_RUN)
         await runs.wait(owner, ROOT_RUN, timeout=TREE_TIMEOUT)
         root = await _run_url(server, ROOT_RUN)
-        child = await _run_url(server, f"{ROOT_RUN}.1")
+        child = await _run_url(server, f"{ROOT_RUN}.1-scripted")
         metadata, relationships, history, *_ = await asyncio.gather(
             _browse(f"{root}/user-metadata"),
             _browse(f"{root}/relationships"),
@@ -210,8 +210,8 @@ def expected_texts(pages: WebUIPages) -> dict[str, tuple[str, str]]:
         "details: owner thread": (pages.details, f"owner thread {pages.owner}"),
         "details: root run": (pages.details, "parent run none (root run)"),
         "details: how to stop": (pages.details, f"temporal workflow cancel --workflow-id {root}"),
-        "current details: stopped child": (pages.current_details, f"{root}.3 (stopped)"),
-        "relationships: child run": (pages.relationships, f"{root}.1"),
+        "current details: stopped child": (pages.current_details, f"{root}.3-scripted (stopped)"),
+        "relationships: child run": (pages.relationships, f"{root}.1-scripted"),
         "relationships: stopped child": (pages.relationships, "Canceled AgentRun"),
         "child history: turn summary": (pages.child_history, "scripted turn 1"),
     }

@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from agentrun import DelegationError
 from agentrun._agents._scripted import MAX_SLEEP
 from agentrun._models import parse_run_input
+from agentrun._run_ids import child_run_id
 from tests.conftest import registry_for_tests
 from tests.helpers import child, script
 from tests.properties import Ending, json_values, near
@@ -402,7 +403,7 @@ class ToolOracle:
             assert (result["run_id"], result["agent_id"]) == (run_id, self.children[run_id])
             return
         agent_id = args["agent_id"].strip()
-        new_id = f"{self.parent}.{len(self.children) + 1}"
+        new_id = child_run_id(self.parent, len(self.children) + 1, agent_id)
         assert (result["run_id"], result["agent_id"]) == (new_id, agent_id), result
         if args.get("background") is True:
             assert result["status"] == "running", result
@@ -434,7 +435,7 @@ class Known:
 
     def ids(self) -> list[str]:
         """Every run the owner has, including the running run's child."""
-        return [self.running, f"{self.running}.1", self.completed, self.stopped]
+        return [self.running, f"{self.running}.1-scripted", self.completed, self.stopped]
 
 
 ClientCall = tuple[Any, ...]

@@ -119,8 +119,8 @@ async def test_run_follows_the_tree_to_its_end_and_prints_it(cli: Cli):
     lines = done.stdout.splitlines()
     root = done.stderr.split()[1]  # "Started run-… (Ctrl-C detaches …)"
     assert any(line.startswith(root) and "message" in line and "all done" in line for line in lines)
-    assert any(line.startswith(f"{root}.1 ") and "one done" in line for line in lines)
-    assert any(line.startswith(f"{root}.2 ") and "two done" in line for line in lines)
+    assert any(line.startswith(f"{root}.1-scripted ") and "one done" in line for line in lines)
+    assert any(line.startswith(f"{root}.2-scripted ") and "two done" in line for line in lines)
     tree = [line for line in lines if line.startswith(f"{root} completed")]
     assert tree and "epoch 1" in tree[0], done.stdout
     branches = [line for line in lines if "── " in line]
@@ -136,7 +136,7 @@ async def test_run_json_streams_every_event_then_the_summary(cli: Cli):
     assert (last["summary"]["status"], last["summary"]["assistant"]) == ("completed", "all done")
     assert set(events[0]) == {"run_id", "offset", "event"}
     offsets = assert_each_run_streamed_in_order(events)
-    assert set(offsets) == {root, f"{root}.1", f"{root}.2"}
+    assert set(offsets) == {root, f"{root}.1-scripted", f"{root}.2-scripted"}
     kinds = [e["event"]["kind"] for e in events if e["run_id"] == root]
     assert kinds[0] == "run_started" and kinds[-1] == "finish"
     assert "text_delta" in kinds and kinds.count("child_started") == 2
@@ -187,15 +187,18 @@ async def test_show_gives_summary_lineage_epoch_and_timing(cli: Cli, runs: Agent
         cli.owner, "scripted", script(run("scripted", child(run("scripted", grandchild))))
     )
     await runs.wait(cli.owner, root, timeout=30)
-    shown = await cli.json("show", f"{root}.1.1")
-    assert shown["run_id"] == f"{root}.1.1" and shown["lineage"] == [root, f"{root}.1"]
+    shown = await cli.json("show", f"{root}.1-scripted.1-scripted")
+    assert shown["run_id"] == f"{root}.1-scripted.1-scripted" and shown["lineage"] == [
+        root,
+        f"{root}.1-scripted",
+    ]
     assert (shown["status"], shown["assistant"], shown["epoch"]) == ("completed", "deep", 1)
     assert shown["started_at"] <= shown["closed_at"] and shown["duration_seconds"] >= 0
-    middle = await cli.json("show", f"{root}.1")
-    assert [c["run_id"] for c in middle["children"]] == [f"{root}.1.1"]
-    human = await cli("show", f"{root}.1.1")
+    middle = await cli.json("show", f"{root}.1-scripted")
+    assert [c["run_id"] for c in middle["children"]] == [f"{root}.1-scripted.1-scripted"]
+    human = await cli("show", f"{root}.1-scripted.1-scripted")
     assert human.returncode == 0
-    assert f"{root} › {root}.1 › {root}.1.1" in human.stdout
+    assert f"{root} › {root}.1-scripted › {root}.1-scripted.1-scripted" in human.stdout
     assert "duration" in human.stdout and "epoch" in human.stdout
 
 
@@ -221,13 +224,14 @@ async def test_tree_shows_statuses_and_durations(cli: Cli, runs: AgentRunClient)
         ),
     )
     await eventually(
-        lambda: runs.summary(cli.owner, f"{root}.2"), lambda s: s and s.status == "completed"
+        lambda: runs.summary(cli.owner, f"{root}.2-scripted"),
+        lambda s: s and s.status == "completed",
     )
     tree = await cli.json("tree", root)
     assert (tree["run_id"], tree["status"]) == (root, "running")
     assert [(c["run_id"], c["status"]) for c in tree["children"]] == [
-        (f"{root}.1", "running"),
-        (f"{root}.2", "completed"),
+        (f"{root}.1-scripted", "running"),
+        (f"{root}.2-scripted", "completed"),
     ]
     assert all(c["duration_seconds"] >= 0 and c["started_at"] for c in tree["children"])
     assert tree["children"][0]["closed_at"] is None
@@ -243,11 +247,11 @@ async def test_stop_then_resume(cli: Cli, runs: AgentRunClient):
     root = await runs.start(
         cli.owner, "scripted", script(run("scripted", child(LONG), background=True), LONG)
     )
-    await eventually(lambda: runs.summary(cli.owner, f"{root}.1"), lambda s: s is not None)
+    await eventually(lambda: runs.summary(cli.owner, f"{root}.1-scripted"), lambda s: s is not None)
     stopped = await cli.json("stop", root)
     assert [(s["run_id"], s["status"]) for s in stopped] == [
         (root, "stopped"),
-        (f"{root}.1", "stopped"),
+        (f"{root}.1-scripted", "stopped"),
     ]
     again = await cli("stop", root)
     assert_one_error_line(again, 1, f"Run '{root}' is not running (current status: stopped)")
@@ -258,9 +262,9 @@ async def test_stop_then_resume(cli: Cli, runs: AgentRunClient):
     assert (final.status, final.epoch) == ("completed", 2)
     not_stopped = await cli("resume", root)
     assert not_stopped.returncode == 1 and "cannot be resumed" in not_stopped.stderr
-    human = await cli("resume", f"{root}.1")
-    assert human.returncode == 0 and f"Resumed {root}.1 as epoch 2" in human.stdout
-    await runs.stop_tree(cli.owner, f"{root}.1")
+    human = await cli("resume", f"{root}.1-scripted")
+    assert human.returncode == 0 and f"Resumed {root}.1-scripted as epoch 2" in human.stdout
+    await runs.stop_tree(cli.owner, f"{root}.1-scripted")
 
 
 async def test_watch_json_starts_at_the_offset_asked(cli: Cli, runs: AgentRunClient):
@@ -380,7 +384,7 @@ async def test_watch_across_a_worker_restart_prints_every_event_once_in_order(
     watch = await start_watch(cli, root)
     # A worker process starting on a loaded machine can take a while to import.
     await eventually(
-        lambda: runs.summary(owner, f"{root}.1"),
+        lambda: runs.summary(owner, f"{root}.1-scripted"),
         lambda s: s and s.assistant == "helper starts",
         timeout=90,
     )
@@ -392,7 +396,7 @@ async def test_watch_across_a_worker_restart_prints_every_event_once_in_order(
 
     summary = await runs.wait(owner, root, timeout=60)
     assert (summary.status, summary.assistant) == ("completed", "root ends")
-    await assert_watched_the_stored_streams(watch, runs, owner, [root, f"{root}.1"])
+    await assert_watched_the_stored_streams(watch, runs, owner, [root, f"{root}.1-scripted"])
 
 
 async def wait_for_reconnected_worker(runs: AgentRunClient, owner: str, run_id: str) -> RunSummary:

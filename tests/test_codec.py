@@ -113,13 +113,13 @@ async def test_with_the_codec_prompts_and_threads_stay_out_of_history_and_search
         run_id = await sealed.start(owner, "scripted", prompt)
         summary = await sealed.wait(owner, run_id, timeout=60)
         thread = await sealed.thread(owner, run_id)
-        child_thread = await sealed.thread(owner, f"{run_id}.1")
+        child_thread = await sealed.thread(owner, f"{run_id}.1-scripted")
     # The owner, holding the key, reads everything.
     assert summary.status == "failed" and secret in (summary.error or "")
     assert thread is not None and any(secret in m.content for m in thread)
     assert child_thread is not None and child_thread[-1].content == f"child, look at {secret}"
     # Temporal holds none of it in the clear.
-    for stored_run in (run_id, f"{run_id}.1"):
+    for stored_run in (run_id, f"{run_id}.1-scripted"):
         assert secret.encode() not in await stored_bytes(client, stored_run), stored_run
         description = await client.get_workflow_handle(stored_run).describe()
         attributes = [str(pair.value) for pair in description.typed_search_attributes]

@@ -53,8 +53,10 @@ async def test_cli_lists_by_owner_status_and_root_and_cancel_stops_the_subtree(
             {"sleep": 60},
         ),
     )
-    tree = {root, f"{root}.1", f"{root}.1.1"}
-    await eventually(lambda: runs.summary(owner, f"{root}.1.1"), lambda s: s is not None)
+    tree = {root, f"{root}.1-scripted", f"{root}.1-scripted.1-scripted"}
+    await eventually(
+        lambda: runs.summary(owner, f"{root}.1-scripted.1-scripted"), lambda s: s is not None
+    )
 
     running_query = f"OwnerThreadId='{owner}' AND DelegationStatus='running'"
     listed = await eventually(
@@ -65,12 +67,12 @@ async def test_cli_lists_by_owner_status_and_root_and_cancel_stops_the_subtree(
     in_tree = await cli(env, "workflow", "list", "--query", f"RootWorkflowId='{root}'")
     assert ids(in_tree) == tree
 
-    description = await temporal.get_workflow_handle(f"{root}.1.1").describe()
+    description = await temporal.get_workflow_handle(f"{root}.1-scripted.1-scripted").describe()
     attributes = description.typed_search_attributes
     assert attributes.get(OWNER_THREAD_ID) == owner
     assert attributes.get(AGENT_ID) == "scripted"
     assert attributes.get(DELEGATION_EPOCH) == 1
-    assert description.parent_id == f"{root}.1"
+    assert description.parent_id == f"{root}.1-scripted"
 
     await asyncio.to_thread(
         subprocess.run,
@@ -140,5 +142,5 @@ async def test_cli_starts_a_run_and_queries_summary_thread_and_children(
     ]
     children = await cli(env, "workflow", "query", "--workflow-id", run_id, "--name", "children")
     assert [(c["run_id"], c["assistant"]) for c in children[0]["queryResult"][0]] == [
-        (f"{run_id}.1", "child says hi")
+        (f"{run_id}.1-scripted", "child says hi")
     ]

@@ -62,7 +62,12 @@ async def test_events_with_descendants_merge_every_run_of_the_tree(
     by_run: dict[str, list[StreamedEvent]] = {}
     for item in merged:
         by_run.setdefault(item.event.run_id, []).append(item)
-    assert set(by_run) == {run_id, f"{run_id}.1", f"{run_id}.1.1", f"{run_id}.2"}
+    assert set(by_run) == {
+        run_id,
+        f"{run_id}.1-scripted",
+        f"{run_id}.1-scripted.1-scripted",
+        f"{run_id}.2-scripted",
+    }
     for events in by_run.values():
         # Each run's events arrive whole and in order, from its first to its finish.
         assert [e.offset for e in events] == list(range(len(events)))
@@ -74,16 +79,20 @@ async def test_events_with_descendants_merge_every_run_of_the_tree(
     }
     assert said == {
         run_id: "top",
-        f"{run_id}.1": "middle",
-        f"{run_id}.1.1": "deep",
-        f"{run_id}.2": "side",
+        f"{run_id}.1-scripted": "middle",
+        f"{run_id}.1-scripted.1-scripted": "deep",
+        f"{run_id}.2-scripted": "side",
     }
     started = [
         e.event.summary.run_id
         for e in merged
         if e.event.kind == "child_started" and e.event.summary
     ]
-    assert sorted(started) == [f"{run_id}.1", f"{run_id}.1.1", f"{run_id}.2"]
+    assert sorted(started) == [
+        f"{run_id}.1-scripted",
+        f"{run_id}.1-scripted.1-scripted",
+        f"{run_id}.2-scripted",
+    ]
 
 
 async def test_a_short_turn_sends_no_signal_and_following_writes_no_history(

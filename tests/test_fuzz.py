@@ -155,7 +155,9 @@ async def plant(runs: AgentRunClient, owner: str) -> Known:
     )
     await runs.wait(owner, known.completed, timeout=20)
     await runs.stop_tree(owner, known.stopped)
-    await eventually(lambda: runs.summary(owner, f"{known.running}.1"), lambda s: s is not None)
+    await eventually(
+        lambda: runs.summary(owner, f"{known.running}.1-scripted"), lambda s: s is not None
+    )
     return known
 
 

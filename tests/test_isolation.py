@@ -74,7 +74,7 @@ def isolation_machine(runs: AgentRunClient, bridge: LoopBridge) -> type[RuleBase
             self.owners = [f"{prefix}-owner-{k}" for k in range(OWNERS)]
             self.roots = [f"{prefix}-tree-{k}" for k in range(OWNERS)]
             self.ghosts = {
-                "unborn-child": f"{self.roots[0]}.9",
+                "unborn-child": f"{self.roots[0]}.9-scripted",
                 "unborn-root": f"{prefix}-tree-{OWNERS}",
                 "earlier-tree": self.earlier_roots[-1] if self.earlier_roots else "run-0",
             }
@@ -86,11 +86,11 @@ def isolation_machine(runs: AgentRunClient, bridge: LoopBridge) -> type[RuleBase
                 return self.ghosts[target]
             offset, node = target
             root = self.roots[(actor + offset) % OWNERS]
-            return root + {ROOT: "", FIRST: ".1", SECOND: ".2"}[node]
+            return root + {ROOT: "", FIRST: ".1-scripted", SECOND: ".2-scripted"}[node]
 
         def subtree(self, run_id: str) -> list[str]:
             if run_id in self.roots:
-                return [run_id, f"{run_id}.1", f"{run_id}.2"]
+                return [run_id, f"{run_id}.1-scripted", f"{run_id}.2-scripted"]
             return [run_id]
 
         def mine(self, actor: int, run_id: str) -> bool:
@@ -265,9 +265,9 @@ async def test_starting_with_another_owners_run_id_leaves_that_run_alone(
 async def test_a_child_can_be_resumed_as_soon_as_its_stop_returns(runs: AgentRunClient, owner: str):
     async def stop_then_resume(root: str) -> object:
         await runs.start(owner, "scripted", tree_script(0), run_id=root)
-        await eventually(lambda: runs.summary(owner, f"{root}.1"), lambda s: s is not None)
-        await runs.stop_tree(owner, f"{root}.1")
-        return await _outcome(runs.resume(owner, f"{root}.1"))
+        await eventually(lambda: runs.summary(owner, f"{root}.1-scripted"), lambda s: s is not None)
+        await runs.stop_tree(owner, f"{root}.1-scripted")
+        return await _outcome(runs.resume(owner, f"{root}.1-scripted"))
 
     # Rounds of several trees at once: the parent's table lagged most under load (four
     # rounds in five hit it on a 2-core machine before the fix).

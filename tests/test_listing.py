@@ -102,7 +102,7 @@ async def test_stop_and_tree_of_a_wide_tree_read_visibility(
     root = await runs.start(
         owner, "scripted", script(*[run("scripted", leaf, background=True)] * width, LONG)
     )
-    ids = [root, *sorted(f"{root}.{i}" for i in range(1, width + 1))]
+    ids = [root, *sorted(f"{root}.{i}-scripted" for i in range(1, width + 1))]
     await eventually(
         lambda: runs.subtree(owner, root),
         lambda tree: (

@@ -71,7 +71,7 @@ async def test_fifty_trees_of_ten_runs_complete_on_one_worker(
             return await runs.summary(owner, run_id)
 
     leaves = await asyncio.gather(
-        *(read(f"{root}.{i}") for root in roots for i in range(1, CHILDREN + 1))
+        *(read(f"{root}.{i}-scripted") for root in roots for i in range(1, CHILDREN + 1))
     )
     assert len(leaves) == TREES * CHILDREN
     assert all(
@@ -149,7 +149,7 @@ async def test_an_owner_with_ten_thousand_runs_is_listed_drawn_and_stopped(
     root = await runs.start(
         owner, "scripted", script(*[run("scripted", leaf, background=True)] * 5, {"sleep": 600})
     )
-    tree = [root, *(f"{root}.{n}" for n in range(1, 6))]
+    tree = [root, *(f"{root}.{n}-scripted" for n in range(1, 6))]
     await eventually(lambda: runs.subtree(owner, root), lambda found: len(found) == 6, 60)
 
     def cli(*args: str) -> Any:

@@ -75,19 +75,19 @@ async def test_children_and_stop_carry_across_continue_as_new(
         {"sleep": 60},
     ]
     await start(runs, run_id, script(*steps), continue_as_new_after=3)
-    await eventually(lambda: runs.summary(owner, f"{run_id}.2"), lambda s: s is not None)
+    await eventually(lambda: runs.summary(owner, f"{run_id}.2-scripted"), lambda s: s is not None)
     children = await temporal.get_workflow_handle(run_id).query("children")
     assert [(c["run_id"], c["status"]) for c in children] == [
-        (f"{run_id}.1", "completed"),
-        (f"{run_id}.2", "running"),
+        (f"{run_id}.1-scripted", "completed"),
+        (f"{run_id}.2-scripted", "running"),
     ]
     stopped = await runs.stop_tree(owner, run_id)
     assert [(s.run_id, s.status) for s in stopped] == [
         (run_id, "stopped"),
-        (f"{run_id}.1", "completed"),
-        (f"{run_id}.2", "stopped"),
+        (f"{run_id}.1-scripted", "completed"),
+        (f"{run_id}.2-scripted", "stopped"),
     ]
-    description = await temporal.get_workflow_handle(f"{run_id}.2").describe()
+    description = await temporal.get_workflow_handle(f"{run_id}.2-scripted").describe()
     assert description.parent_id == run_id
 
 

@@ -91,7 +91,7 @@ async def test_counters_move_with_the_runs(metered: tuple[str, AgentRunClient], 
     await runs.resume(owner, stopped, script({"say": "e"}))  # its epoch 2 completes
     await runs.wait(owner, stopped, timeout=30)
 
-    run_ids = [parent, f"{parent}.1", failed, stopped]
+    run_ids = [parent, f"{parent}.1-scripted", failed, stopped]
     events = sum([await stream_length(runs, owner, run_id) for run_id in run_ids])
     expected = {
         observability.RUNS_STARTED: 5,
@@ -202,7 +202,9 @@ async def test_a_delegated_runs_span_is_a_child_of_its_parents_delegation(
         return (span.attributes or {}).get("temporalWorkflowID")
 
     (child_run,) = [
-        s for s in spans if s.name == "RunWorkflow:AgentRun" and workflow_id(s) == f"{parent}.1"
+        s
+        for s in spans
+        if s.name == "RunWorkflow:AgentRun" and workflow_id(s) == f"{parent}.1-scripted"
     ]
     delegation = parent_of(child_run)
     assert (delegation.name, workflow_id(delegation)) == ("StartChildWorkflow:AgentRun", parent)
@@ -214,7 +216,7 @@ async def test_a_delegated_runs_span_is_a_child_of_its_parents_delegation(
     # Every turn of both runs is in the trace the start began (the client's own
     # queries, made outside any span, begin traces of their own).
     turns = [s for s in spans if s.name == "RunActivity:agent_turn"]
-    assert {workflow_id(s) for s in turns} == {parent, f"{parent}.1"}
+    assert {workflow_id(s) for s in turns} == {parent, f"{parent}.1-scripted"}
     assert {s.context.trace_id for s in [started, *turns] if s.context is not None} == {
         started.context.trace_id if started.context else None
     }

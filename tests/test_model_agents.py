@@ -138,7 +138,7 @@ async def test_model_planner_delegates_checks_stops_reads_and_answers(
     assert seen[0].startswith("You plan.\n\nYou can delegate to these agents:")
     assert "- researcher: finds sources" in seen[0] and "- writer" in seen[0]
     assert "<run " not in seen[0]
-    assert f'<run id="{run_id}.2" agent="researcher" status="running"/>' in seen[2]
+    assert f'<run id="{run_id}.2-researcher" agent="researcher" status="running"/>' in seen[2]
     assert 'status="stopped"/>' in seen[4]
 
 
@@ -164,7 +164,7 @@ async def test_openai_tool_call_delegates_through_the_workflow(
     summary = await runs.wait(owner, run_id, timeout=30)
     assert summary.status == "completed"
     assert summary.assistant is not None and '"assistant": "research this"' in summary.assistant
-    child = await runs.summary(owner, f"{run_id}.1")
+    child = await runs.summary(owner, f"{run_id}.1-scripted")
     assert child is not None and child.agent_id == "scripted"
     first = fake_openai.requests_for("delegator")[0]
     assert {tool["function"]["name"] for tool in first["tools"]} == {

@@ -72,14 +72,14 @@ async def test_a_run_id_another_owner_took_never_blocks_or_reveals_a_delegation(
     root = f"{owner}-root"
     intruder = f"{owner}-intruder"
     prompt = script({"say": "mine"}, {"sleep": 60}) if state == "running" else "mine"
-    squatted = await runs.start(intruder, "scripted", prompt, run_id=f"{root}.1")
+    squatted = await runs.start(intruder, "scripted", prompt, run_id=f"{root}.1-scripted")
     before = await eventually(lambda: runs.summary(intruder, squatted), lambda s: s and s.assistant)
     await runs.start(owner, "scripted", script(run("scripted", "child says hi")), run_id=root)
     final = await runs.wait(owner, root, timeout=60)
     assert final.status == "completed"
     (result,) = tool_results(await runs.thread(owner, root))
     assert result["status"] == "completed" and result["assistant"] == "child says hi"
-    assert result["run_id"].startswith(f"{root}.1-") and intruder not in json.dumps(result)
+    assert result["run_id"].startswith(f"{root}.1-scripted-") and intruder not in json.dumps(result)
     assert await runs.summary(owner, squatted) is None  # the intruder's run stays its own
     assert await runs.summary(intruder, squatted) == before
     if state == "running":

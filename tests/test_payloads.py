@@ -129,14 +129,14 @@ async def test_a_child_delegated_a_large_prompt_completes_and_reports_its_large_
 
     summary = await runs.wait(owner, run_id, timeout=120)
     assert (summary.status, summary.assistant) == ("completed", "done")
-    child_summary = await runs.summary(owner, f"{run_id}.1")
+    child_summary = await runs.summary(owner, f"{run_id}.1-scripted")
     assert child_summary is not None
     assert (child_summary.status, child_summary.assistant) == ("completed", said)
     thread = await runs.thread(owner, run_id)
     assert thread is not None
     assert said in next(m.content for m in thread if m.role == "tool")
     await assert_history_small(stored, run_id)
-    await assert_history_small(stored, f"{run_id}.1")
+    await assert_history_small(stored, f"{run_id}.1-scripted")
 
 
 async def test_without_storage_a_20_mb_thread_is_refused_at_start_naming_size_and_limit(

@@ -31,9 +31,9 @@ async def assert_tree_completed(runs: AgentRunClient, owner: str, root: str, chi
     summary = await runs.wait(owner, root, timeout=90)
     assert (summary.status, summary.assistant) == ("completed", "root finished")
     for index in range(1, children + 1):
-        done = await runs.summary(owner, f"{root}.{index}")
+        done = await runs.summary(owner, f"{root}.{index}-scripted")
         assert done is not None and (done.status, done.assistant) == ("completed", "finished")
-        thread = await runs.thread(owner, f"{root}.{index}")
+        thread = await runs.thread(owner, f"{root}.{index}-scripted")
         assert thread is not None and [m.content for m in thread[1:]] == ["started", "finished"]
 
 
@@ -46,7 +46,7 @@ async def test_server_killed_and_restarted_on_its_database_every_run_completes(
     client = await connect(first.address)
     runs = AgentRunClient(client, queue)
     root = await runs.start(owner, "scripted", tree_script(children=3, nap=3))
-    await started(runs, owner, f"{root}.3")
+    await started(runs, owner, f"{root}.3-scripted")
     assert first.pid is not None
     os.killpg(first.pid, signal.SIGKILL)  # the server's own session: nothing survives
     await first.stop()
@@ -72,7 +72,7 @@ async def test_three_workers_one_killed_mid_tree_every_tree_completes(
     runs = AgentRunClient(temporal, queue)
     roots = [await runs.start(owner, "scripted", tree_script(children=3, nap=4)) for _ in range(3)]
     for root in roots:
-        await started(runs, owner, f"{root}.3")
+        await started(runs, owner, f"{root}.3-scripted")
     processes[0].send_signal(signal.SIGKILL)
     processes[0].wait()
     for root in roots:

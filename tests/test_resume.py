@@ -77,12 +77,12 @@ async def test_agent_resumes_a_stopped_child_through_agent_run(runs: AgentRunCli
     assert results[1]["status"] == "stopped"
     assert results[2]["status"] == "completed" and results[2]["assistant"] == "second"
     assert results[3] == {
-        "run_id": f"{run_id}.1",
+        "run_id": f"{run_id}.1-scripted",
         "agent_id": "scripted",
         "status": "completed",
         "output": "second",
     }
-    resumed = await runs.summary(owner, f"{run_id}.1")
+    resumed = await runs.summary(owner, f"{run_id}.1-scripted")
     assert resumed is not None and resumed.epoch == 2 and resumed.parent_run_id == run_id
 
 
@@ -98,12 +98,12 @@ async def test_owner_resumes_a_child_and_it_stays_in_its_parents_tree(
             {"sleep": 60},
         ),
     )
-    await eventually(lambda: runs.summary(owner, f"{run_id}.2"), lambda s: s is not None)
-    await runs.stop_tree(owner, f"{run_id}.1")
-    resumed = await runs.resume(owner, f"{run_id}.1", script({"say": "back"}))
+    await eventually(lambda: runs.summary(owner, f"{run_id}.2-scripted"), lambda s: s is not None)
+    await runs.stop_tree(owner, f"{run_id}.1-scripted")
+    resumed = await runs.resume(owner, f"{run_id}.1-scripted", script({"say": "back"}))
     assert resumed.epoch == 2
-    done = await runs.wait(owner, f"{run_id}.1", timeout=20)
+    done = await runs.wait(owner, f"{run_id}.1-scripted", timeout=20)
     assert done.assistant == "back"
-    description = await temporal.get_workflow_handle(f"{run_id}.1").describe()
+    description = await temporal.get_workflow_handle(f"{run_id}.1-scripted").describe()
     assert description.parent_id == run_id
     await runs.stop_tree(owner, run_id)

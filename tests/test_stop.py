@@ -23,7 +23,7 @@ async def three_level_tree(runs: AgentRunClient, owner: str) -> str:
         owner, "scripted", script(run("scripted", middle, background=True), LONG)
     )
     await eventually(
-        lambda: runs.summary(owner, f"{root}.1.1"),
+        lambda: runs.summary(owner, f"{root}.1-scripted.1-scripted"),
         lambda s: s is not None and s.assistant == "grandchild working",
     )
     return root
@@ -34,8 +34,8 @@ async def test_stop_tree_stops_parent_child_and_grandchild(runs: AgentRunClient,
     stopped = await runs.stop_tree(owner, root)
     assert [(s.run_id, s.status) for s in stopped] == [
         (root, "stopped"),
-        (f"{root}.1", "stopped"),
-        (f"{root}.1.1", "stopped"),
+        (f"{root}.1-scripted", "stopped"),
+        (f"{root}.1-scripted.1-scripted", "stopped"),
     ]
     assert stopped[2].assistant == "grandchild working"
 
@@ -116,7 +116,7 @@ async def test_cancel_of_root_stops_three_level_tree_within_three_seconds(
     runs: AgentRunClient, temporal: Client, owner: str
 ):
     root = await three_level_tree(runs, owner)
-    tree = [root, f"{root}.1", f"{root}.1.1"]
+    tree = [root, f"{root}.1-scripted", f"{root}.1-scripted.1-scripted"]
     started = time.monotonic()
     await temporal.get_workflow_handle(root).cancel()
     for run_id in tree:
@@ -145,14 +145,16 @@ async def test_stopping_a_middle_run_leaves_parent_and_siblings_running(
             LONG,
         ),
     )
-    await eventually(lambda: runs.summary(owner, f"{root}.1.1"), lambda s: s is not None)
-    await eventually(lambda: runs.summary(owner, f"{root}.2"), lambda s: s is not None)
-    stopped = await runs.stop_tree(owner, f"{root}.1")
+    await eventually(
+        lambda: runs.summary(owner, f"{root}.1-scripted.1-scripted"), lambda s: s is not None
+    )
+    await eventually(lambda: runs.summary(owner, f"{root}.2-scripted"), lambda s: s is not None)
+    stopped = await runs.stop_tree(owner, f"{root}.1-scripted")
     assert [(s.run_id, s.status) for s in stopped] == [
-        (f"{root}.1", "stopped"),
-        (f"{root}.1.1", "stopped"),
+        (f"{root}.1-scripted", "stopped"),
+        (f"{root}.1-scripted.1-scripted", "stopped"),
     ]
-    for run_id in (root, f"{root}.2"):
+    for run_id in (root, f"{root}.2-scripted"):
         summary = await runs.summary(owner, run_id)
         assert summary is not None and summary.status == "running"
     children = await eventually(
@@ -171,10 +173,11 @@ async def test_a_child_stopped_with_its_parent_tells_its_text_after_the_parent_r
         owner, "scripted", script(run("scripted", worker, background=True), LONG)
     )
     await eventually(
-        lambda: runs.summary(owner, f"{root}.1"), lambda s: s and s.assistant == "child text"
+        lambda: runs.summary(owner, f"{root}.1-scripted"),
+        lambda s: s and s.assistant == "child text",
     )
     await runs.stop_tree(owner, root)
-    await runs.resume(owner, root, script(tool("agent_output", run_id=f"{root}.1")))
+    await runs.resume(owner, root, script(tool("agent_output", run_id=f"{root}.1-scripted")))
     final = await runs.wait(owner, root, timeout=60)
     assert final.status == "completed"
     [output] = tool_results(await runs.thread(owner, root))[-1:]

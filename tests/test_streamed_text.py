@@ -99,7 +99,7 @@ async def test_watch_shows_a_childs_finish_before_its_parent_hears_of_it(
     done = await agentrun_cli(server_address(env), queue, owner, "watch", root, "--json")
     assert done.returncode == 0, done.stderr
     events = json_events(done.stdout)
-    for name in (f"{root}.1", f"{root}.2"):
+    for name in (f"{root}.1-scripted", f"{root}.2-scripted"):
         finished = position(events, root, "child_finished", name)
         assert position(events, name, "finish") < finished, name
 
@@ -120,7 +120,7 @@ async def test_watch_from_an_offset_follows_children_started_before_it(
     assert done.returncode == 0, done.stderr
     events = json_events(done.stdout)
     assert min(e["offset"] for e in events if e["run_id"] == root) == int(offset)
-    for name in (f"{root}.1", f"{root}.2"):
+    for name in (f"{root}.1-scripted", f"{root}.2-scripted"):
         assert position(events, name, "finish") < position(events, root, "child_finished", name)
 
 
@@ -147,5 +147,5 @@ async def test_events_of_a_tree_put_a_childs_finish_before_its_parent_hears_of_i
         {"run_id": item.event.run_id, "event": item.event.model_dump(mode="json")}
         async for item in runs.events(owner, root, descendants=True)
     ]
-    for name in (f"{root}.1", f"{root}.2"):
+    for name in (f"{root}.1-scripted", f"{root}.2-scripted"):
         assert position(events, name, "finish") < position(events, root, "child_finished", name)

@@ -115,7 +115,7 @@ async def test_agent_output_reads_latest_text_also_while_running(runs: AgentRunC
     await runs.wait(owner, run_id, timeout=30)
     results = tool_results(await runs.thread(owner, run_id))
     assert results[2] == {
-        "run_id": f"{run_id}.1",
+        "run_id": f"{run_id}.1-scripted",
         "agent_id": "scripted",
         "status": "running",
         "output": "partial",
@@ -123,7 +123,7 @@ async def test_agent_output_reads_latest_text_also_while_running(runs: AgentRunC
     assert results[3]["output"] is None and results[3]["status"] == "running"
     assert results[4]["status"] == "stopped" and results[4]["assistant"] == "partial"
     assert results[6] == error(
-        "invalid_state", f"Run '{run_id}.2' is not running (current status: stopped)"
+        "invalid_state", f"Run '{run_id}.2-scripted' is not running (current status: stopped)"
     )
 
 
@@ -172,9 +172,9 @@ async def test_reminder_lists_running_and_stopped_children_only_when_there_are_s
     assert "You can delegate to these agents:\n- scripted" in before
     assert "agent_stop(run_id)" in before
     assert "<run " not in before
-    assert f'<run id="{run_id}.1" agent="scripted" status="running"/>' in after
-    assert f'<run id="{run_id}.2" agent="scripted" status="stopped"/>' in after
-    assert f"{run_id}.3" not in after  # completed runs are not in the reminder
+    assert f'<run id="{run_id}.1-scripted" agent="scripted" status="running"/>' in after
+    assert f'<run id="{run_id}.2-scripted" agent="scripted" status="stopped"/>' in after
+    assert f"{run_id}.3-scripted" not in after  # completed runs are not in the reminder
     assert "agent_run with run_id" in after
 
 
@@ -196,7 +196,7 @@ async def test_fork_context_passes_the_filtered_thread(runs: AgentRunClient, own
     prompt = script(run("scripted", "forked hello", fork_context=True), run("scripted", "fresh"))
     run_id = await runs.start(owner, "scripted", prompt, messages=prior)
     await runs.wait(owner, run_id, timeout=20)
-    forked = await runs.thread(owner, f"{run_id}.1")
+    forked = await runs.thread(owner, f"{run_id}.1-scripted")
     assert forked is not None
     assert [(m.role, m.content) for m in forked] == [
         ("user", "find things"),
@@ -207,7 +207,7 @@ async def test_fork_context_passes_the_filtered_thread(runs: AgentRunClient, own
         ("assistant", "forked hello"),
     ]
     assert [c.id for c in forked[1].tool_calls] == ["c1"]
-    fresh = await runs.thread(owner, f"{run_id}.2")
+    fresh = await runs.thread(owner, f"{run_id}.2-scripted")
     assert fresh is not None and [m.content for m in fresh] == ["fresh", "fresh"]
 
 

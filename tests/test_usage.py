@@ -89,7 +89,7 @@ async def test_each_run_counts_and_prices_what_its_model_reported(
     researched = reported(fake_openai, "gpt-4o-mini")
     assert len(researched) == 2
     # Started at once by one response, the children are numbered .1 and .2.
-    children = [await runs.summary(owner, f"{root}.{n}") for n in (1, 2)]
+    children = [await runs.summary(owner, f"{root}.{n}-researcher") for n in (1, 2)]
     total = Usage()
     for child in children:
         assert child is not None and child.usage.requests == 1 and not child.usage.unpriced_requests

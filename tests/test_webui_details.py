@@ -20,7 +20,7 @@ async def test_run_pages_show_agent_prompt_owner_lineage_and_live_details(
             {"say": "hello"}, run("scripted", child({"sleep": 60}), background=True), {"sleep": 60}
         ),
     )
-    await eventually(lambda: runs.summary(owner, f"{run_id}.1"), lambda s: s is not None)
+    await eventually(lambda: runs.summary(owner, f"{run_id}.1-scripted"), lambda s: s is not None)
     root = await temporal.get_workflow_handle(run_id).describe()
     assert (await root.static_summary() or "").startswith('scripted: {"steps": [{"say": "hello"}')
     details = await root.static_details() or ""
@@ -28,12 +28,12 @@ async def test_run_pages_show_agent_prompt_owner_lineage_and_live_details(
     assert "none (root run)" in details
     assert f"temporal workflow cancel --workflow-id {run_id}" in details
 
-    described = await temporal.get_workflow_handle(f"{run_id}.1").describe()
+    described = await temporal.get_workflow_handle(f"{run_id}.1-scripted").describe()
     child_details = await described.static_details() or ""
     assert f"**parent run** `{run_id}`" in child_details and "**depth** 1" in child_details
 
     live = await eventually(
-        lambda: _current_details(temporal, run_id), lambda d: f"`{run_id}.1`" in d
+        lambda: _current_details(temporal, run_id), lambda d: f"`{run_id}.1-scripted`" in d
     )
     assert "**running**" in live
     events = await history_events(temporal, run_id)

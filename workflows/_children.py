@@ -52,6 +52,7 @@ from agentrun._models import (
     RunSummary,
     ToolCall,
 )
+from agentrun._run_ids import child_run_id
 from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
 
@@ -62,6 +63,8 @@ SETTLE_TIMEOUT = timedelta(seconds=10)
 # Runs that read a stopped child's summary from the child's own execution, not from a
 # signal it sent: patched, so runs from before replay as they ran.
 CHILD_REPORT_PATCH = "child-report-from-execution"
+# Runs that name children ``<parent>.<n>-<agent>``, numbered before their start.
+CHILD_IDS_PATCH = "child-ids-with-agent"
 # Ids a new child tries: its number, then that with a random suffix (docs/reliability.md).
 CHILD_ID_ATTEMPTS = 3
 
@@ -147,10 +150,10 @@ class Children:
         return await self._settled_if_foreground(run_id, args.background)
 
     async def _start_new(self, child: AgentRunInput) -> str:
-        """Start a new child as ``<parent>.<n>``, or ``<parent>.<n>-<random>`` when that
-        id is taken: workflow ids are namespace-wide, and another owner may have started
-        a run with the id this child would have had. Its agent never learns of it."""
-        number = f"{self._parent.run_id}.{self._number()}"
+        """Start a new child as ``<parent>.<n>-<agent>``, or that with ``-<random>`` when
+        the id is taken: workflow ids are namespace-wide, and another owner may have
+        started a run with the id this child would have had. Its agent never learns of it."""
+        number = self._child_id(child.agent_id)
         for attempt in range(CHILD_ID_ATTEMPTS):
             run_id = number if attempt == 0 else f"{number}-{workflow.uuid4().hex[:8]}"
             with contextlib.suppress(WorkflowAlreadyStartedError):
@@ -158,14 +161,15 @@ class Children:
                 return run_id
         raise DelegationError(f"Cannot start '{child.agent_id}': no free run_id under {number}")
 
-    def _number(self) -> int:
-        """The next child's number. Taken before its start is awaited, so calls of one
-        turn that start children at once get ``.1``, ``.2``, ... (patched: runs from
-        before numbered them by the children already in the table)."""
-        if not workflow.patched("reserve-child-numbers"):
-            return len(self.table) + 1
+    def _child_id(self, agent_id: str) -> str:
+        """A new child's id, ``<parent>.<n>-<agent>``: the number taken before its start
+        is awaited, so calls of one turn that start children at once get ``.1``, ``.2``,
+        ... (patched: runs from before named children ``<parent>.<n>``, numbered by the
+        children already in the table)."""
+        if not workflow.patched(CHILD_IDS_PATCH):
+            return f"{self._parent.run_id}.{len(self.table) + 1}"
         self._numbered = max(self._numbered, len(self.table)) + 1
-        return self._numbered
+        return child_run_id(self._parent.run_id, self._numbered, agent_id)
 
     def _check_allowed(self, agent_id: str) -> None:
         if agent_id not in self.policy.visible_agents:

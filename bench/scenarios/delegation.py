@@ -89,7 +89,7 @@ async def run_latency(report: Report) -> None:
 async def _tree_history(client: Client, parent_id: str) -> int:
     """History events of a parent and its one child."""
     total = 0
-    for workflow_id in (parent_id, f"{parent_id}.1"):
+    for workflow_id in (parent_id, f"{parent_id}.1-scripted"):
         total += len((await client.get_workflow_handle(workflow_id).fetch_history()).events)
     return total
 
