@@ -28,14 +28,22 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Three pytest-xdist workers, each with its own dev server: the tests mostly wait on
+# Temporal and on worker processes, so three keep two cores busy. The test_library
+# module stays on one worker (xdist_group), which builds its wheel once.
+# PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 3
+
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Stress runs of minutes, not part of test: 50 trees of 10 runs on one worker, an owner
 # with 10,000 runs listed, drawn and stopped (AGENTRUN_STRESS_OWNER_RUNS=N for another
-# size), and every example the property tests (isolation, fuzz) can draw.
+# size), 200 closed runs listed with no worker and a tree of 30 read from visibility,
+# a run of 600 turns, and every example the property tests (isolation, fuzz) can draw.
 stress: venv
-	AGENTRUN_STRESS=1 $(BIN)/pytest -q -s tests/test_load.py tests/test_isolation.py tests/test_fuzz.py
+	AGENTRUN_STRESS=1 $(BIN)/pytest -q -s tests/test_load.py tests/test_isolation.py \
+		tests/test_fuzz.py tests/test_listing.py tests/test_long_runs.py
 
 # Benchmarks (BENCHMARKS.md), not part of test: fresh embedded servers, about 12
 # minutes. BENCH_QUICK=1 make bench for a short smoke run. The bench extra draws plots.

@@ -301,19 +301,24 @@ async def test_another_owners_run_is_unknown(cli: Cli, runs: AgentRunClient):
 
 async def test_usage_errors_exit_2(cli: Cli):
     without_owner = {k: v for k, v in cli.env.items() if k != "AGENTRUN_OWNER"}
-    missing = await cli("ls", env=without_owner)
+    # Independent commands: run side by side.
+    missing, *others = await asyncio.gather(
+        cli("ls", env=without_owner),
+        cli("ls", "--owner", " "),
+        cli("ls", "--status", "sleeping"),
+        cli("run", "scripted", "   "),
+        cli("watch", "run-x", "--from-offset", "-1"),
+    )
     assert missing.returncode == 2 and "--owner" in missing.stderr
-    assert (await cli("ls", "--owner", " ")).returncode == 2
-    assert (await cli("ls", "--status", "sleeping")).returncode == 2
-    assert (await cli("run", "scripted", "   ")).returncode == 2
-    assert (await cli("watch", "run-x", "--from-offset", "-1")).returncode == 2
+    assert [done.returncode for done in others] == [2, 2, 2, 2], [d.stderr for d in others]
 
 
 async def test_unreachable_server_exits_3(cli: Cli):
     (port,) = free_ports(1)
     unreachable = {**cli.env, "TEMPORAL_ADDRESS": f"127.0.0.1:{port}"}
-    for command in (("ls",), ("show", "run-x"), ("run", "scripted", "hi")):
-        done = await cli(*command, env=unreachable)
+    commands = (("ls",), ("show", "run-x"), ("run", "scripted", "hi"))
+    answers = await asyncio.gather(*(cli(*command, env=unreachable) for command in commands))
+    for command, done in zip(commands, answers, strict=True):
         assert done.returncode == 3, (command, done.stderr)
         assert done.stderr.startswith(f"error: cannot reach Temporal at 127.0.0.1:{port}")
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr

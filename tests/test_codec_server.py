@@ -445,6 +445,8 @@ def codec_server_command(*options: str, token: str | None = None) -> subprocess.
         (("--jwks-url", "http://127.0.0.1:1/jwks"), None, "--jwks-url needs --jwt-audience"),
         (("--allowed-host", "codec*.internal"), TOKEN, "expected a name, or '*.example.com'"),
     ],
+    # Named, not drawn from the random token: parallel workers collect the same ids.
+    ids=["no-token", "not-loopback", "short-token", "no-auth-and-token", "jwks-alone", "bad-host"],
 )
 def test_the_cli_refuses_to_serve_without_authentication_in_one_line(
     options: tuple[str, ...], token: str | None, expected: str

@@ -23,6 +23,9 @@ import agentrun
 from tests.conftest import server_address, temporal_binary
 from tests.helpers import ROOT, eventually, script
 
+# One pytest-xdist worker runs this module: the wheel is built once, not once a worker.
+pytestmark = pytest.mark.xdist_group("wheel")
+
 # What a checkout has that a build must not see (build artefacts, caches, the venv).
 _NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", ".temporal", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
