@@ -44,7 +44,7 @@ from agentrun._models import (
 )
 from agentrun._reading import Listing, NoAnswerError, RunReader
 from agentrun._run_ids import agent_part
-from agentrun._steering import Steering
+from agentrun._steering import Steering, refused
 from agentrun._task_queue import worker_polls
 from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
@@ -451,10 +451,7 @@ class AgentRunClient:
                 "resume_child", {"run_id": summary.run_id, "prompt": prompt}
             )
         except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            code = cause.type if isinstance(cause, ApplicationError) and cause.type else ""
-            raise DelegationError(message, code=code or "invalid_state") from None
+            raise refused(err) from None
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return False

@@ -26,7 +26,7 @@ from agentrun._listing import owner_query
 from agentrun._models import PendingApproval, RunSummary, ToolDecision, UserMessage
 from agentrun._reading import RunReader
 
-__all__ = ["Steering", "closed_run_error"]
+__all__ = ["Steering", "closed_run_error", "refused"]
 
 
 class Steering:
@@ -102,15 +102,21 @@ class Steering:
         try:
             await self._client.get_workflow_handle(run_id).execute_update(name, argument)
         except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            code = cause.type if isinstance(cause, ApplicationError) and cause.type else ""
-            raise DelegationError(message, code=code or "invalid_state") from None
+            raise refused(err) from None
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
             summary = await self._reader.current(seen)  # it closed meanwhile
             raise closed_run_error(summary) from None
+
+
+def refused(err: WorkflowUpdateFailedError) -> DelegationError:
+    """An update the run refused (its validator's or handler's error), as the client's
+    error: the run's own message and code."""
+    cause = err.cause
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+    code = cause.type if isinstance(cause, ApplicationError) and cause.type else ""
+    return DelegationError(message, code=code or "invalid_state")
 
 
 def closed_run_error(summary: RunSummary) -> DelegationError:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
 from agentrun import Message
@@ -169,3 +170,11 @@ async def worker_log_once(
     processes.append(worker)
     await eventually(lambda: asyncio.to_thread(log.read_text), lambda text: says in text, 60)
     return log
+
+
+async def current_details(client: Client, run_id: str) -> str:
+    """The run's current details, as the Web UI reads them."""
+    metadata: WorkflowMetadata = await client.get_workflow_handle(run_id).query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    return str(metadata.current_details)

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
-from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -35,6 +34,7 @@ from tests.conftest import agentrun_client, server_address
 from tests.helpers import (
     agentrun_cli,
     child,
+    current_details,
     eventually,
     history_events,
     run,
@@ -129,13 +129,6 @@ async def test_a_call_waits_for_approval_found_by_list_query_and_approved_from_t
     thread = await runs.thread(owner, run_id)
     assert thread is not None and [m.content for m in thread if m.role == "tool"] == ["HELLO"]
     assert await awaiting_attribute(temporal, run_id) is False
-
-
-async def current_details(temporal: Client, run_id: str) -> str:
-    metadata: WorkflowMetadata = await temporal.get_workflow_handle(run_id).query(
-        "__temporal_workflow_metadata", result_type=WorkflowMetadata
-    )
-    return str(metadata.current_details)
 
 
 async def test_a_denied_call_tells_the_agent_why_and_refused_decisions_leave_no_trace(

@@ -11,13 +11,12 @@ import pytest
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
-from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentrun import AgentRegistry, AgentRunClient, AgentSpec, ModelAgent
 from tests.conftest import agentrun_client, server_address
-from tests.helpers import agentrun_cli, eventually
+from tests.helpers import agentrun_cli, current_details, eventually
 
 OVERLOADED = {"error": {"message": "The provider is overloaded, try again later"}}
 
@@ -100,7 +99,7 @@ async def test_a_retried_turn_says_so_on_the_runs_stream_and_in_the_web_ui(
         runs = AgentRunClient(env.client, queue)
         run_id = await runs.start(owner, "busy", "are you there?")
         details = await eventually(
-            lambda: current_details(env, run_id), lambda d: "retrying" in d, timeout=60
+            lambda: current_details(env.client, run_id), lambda d: "retrying" in d, timeout=60
         )
         assert "overloaded" in details and "next)" in details
         released.append(True)
@@ -111,10 +110,3 @@ async def test_a_retried_turn_says_so_on_the_runs_stream_and_in_the_web_ui(
             if item.event.kind == "turn_retrying"
         ]
     assert retries and "overloaded" in retries[0] and "attempt 2 next" in retries[0]
-
-
-async def current_details(env: WorkflowEnvironment, run_id: str) -> str:
-    metadata: WorkflowMetadata = await env.client.get_workflow_handle(run_id).query(
-        "__temporal_workflow_metadata", result_type=WorkflowMetadata
-    )
-    return str(metadata.current_details)

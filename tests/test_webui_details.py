@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
 from agentrun import AgentRunClient
-from tests.helpers import child, eventually, history_events, run, script
+from tests.helpers import child, current_details, eventually, history_events, run, script
 
 
 async def test_run_pages_show_agent_prompt_owner_lineage_and_live_details(
@@ -33,7 +32,7 @@ async def test_run_pages_show_agent_prompt_owner_lineage_and_live_details(
     assert f"**parent run** `{run_id}`" in child_details and "**depth** 1" in child_details
 
     live = await eventually(
-        lambda: _current_details(temporal, run_id), lambda d: f"`{run_id}.1-scripted`" in d
+        lambda: current_details(temporal, run_id), lambda d: f"`{run_id}.1-scripted`" in d
     )
     assert "**running**" in live
     events = await history_events(temporal, run_id)
@@ -46,24 +45,16 @@ async def test_run_pages_show_agent_prompt_owner_lineage_and_live_details(
     await runs.stop_tree(owner, run_id)
 
 
-async def _current_details(temporal: Client, run_id: str) -> str:
-    """The run's current details, as the Web UI reads them."""
-    metadata: WorkflowMetadata = await temporal.get_workflow_handle(run_id).query(
-        "__temporal_workflow_metadata", result_type=WorkflowMetadata
-    )
-    return str(metadata.current_details)
-
-
 async def test_only_a_stopped_run_says_how_to_resume_it(
     runs: AgentRunClient, temporal: Client, owner: str
 ):
     done = await runs.start(owner, "scripted", "hello")
     await runs.wait(owner, done, timeout=60)
     described = await temporal.get_workflow_handle(done).describe()
-    shown = (await described.static_details() or "") + await _current_details(temporal, done)
+    shown = (await described.static_details() or "") + await current_details(temporal, done)
     assert "agentrun resume" not in shown
 
     stopped = await runs.start(owner, "scripted", script({"sleep": 60}))
     await runs.stop_tree(owner, stopped)
-    details = await _current_details(temporal, stopped)
+    details = await current_details(temporal, stopped)
     assert f"agentrun resume {stopped} --owner {owner}" in details
