@@ -315,7 +315,7 @@ async def _tell_retrying(
     """A ``turn_retrying`` event on the run's stream: the provider's message and the
     attempt to come (Temporal retries the turn with backoff). Best effort."""
     attempt = activity.info().attempt + 1
-    text = f"{err} (Temporal retries the turn: attempt {attempt} next)"
+    text = f"attempt {attempt} next (Temporal retries the turn): {err}"
     event = AgentEvent(
         run_id=turn.run_id, epoch=turn.epoch, turn=turn.turn, kind="turn_retrying", text=text
     )

@@ -101,7 +101,7 @@ async def test_a_retried_turn_says_so_on_the_runs_stream_and_in_the_web_ui(
         details = await eventually(
             lambda: current_details(env.client, run_id), lambda d: "retrying" in d, timeout=60
         )
-        assert "overloaded" in details and "next)" in details
+        assert "overloaded" in details and " next (Temporal retries the turn)" in details
         released.append(True)
         await runs.wait(owner, run_id, timeout=60)
         retries = [

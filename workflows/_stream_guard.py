@@ -86,7 +86,7 @@ def _tell_last_text(events: list[dict[str, Any]], said: Callable[[int, str], Non
         if not isinstance(turn, int):
             continue
         if kind == "turn_retrying" and isinstance(event.get("text"), str):
-            said(turn, f"retrying: {event['text']}")
+            said(turn, f"retrying, {event['text']}")
             return
         if kind != "message" or not isinstance(message, dict):
             continue

@@ -390,7 +390,7 @@ class AgentRunWorkflow:
         the Web UI only.
         The run's own record (summary, thread) takes text only from turn results."""
         if turn == self._turn:
-            self._show(f"turn {turn} {text[:200]}")
+            self._show(f"turn {turn} {text[:300]}")
 
     @workflow.signal(name=SIGNAL_CHILD_SETTLED)
     def child_settled(self, report: RawValue) -> None:
