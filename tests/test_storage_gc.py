@@ -179,7 +179,7 @@ async def test_a_thread_forked_to_20_children_is_stored_once(cached: Stored, own
     run_id = await started_with(stored, owner, prior, script(*forks, {"say": "done"}))
     assert (await stored.runs.wait(owner, run_id, timeout=180)).status == "completed"
     for i in range(1, CHILDREN + 1):
-        thread = await stored.runs.thread(owner, f"{run_id}.{i}")
+        thread = await stored.runs.thread(owner, f"{run_id}.{i}-scripted")
         assert thread is not None and thread[: len(prior)] == prior
 
     # Stored whole, each child's input and each child's read of its thread were 1 MB
