@@ -155,6 +155,7 @@ class WebUIPages:
     current_details: str
     relationships: str
     child_history: str
+    run_list: str
 
 
 async def read_tree_pages(
@@ -179,10 +180,11 @@ async def read_tree_pages(
         await runs.wait(owner, ROOT_RUN, timeout=TREE_TIMEOUT)
         root = await _run_url(server, ROOT_RUN)
         child = await _run_url(server, f"{ROOT_RUN}.1-scripted")
-        metadata, relationships, history, *_ = await asyncio.gather(
+        metadata, relationships, history, listed, *_ = await asyncio.gather(
             _browse(f"{root}/user-metadata"),
             _browse(f"{root}/relationships"),
             _browse(f"{child}/history"),
+            _browse(f"{server.ui_url}/namespaces/default/workflows"),
             *([_browse(f"{root}/relationships", screenshot)] if screenshot else []),
         )
     # The UI renders each markdown field in an iframe of its own /render page.
@@ -193,7 +195,9 @@ async def read_tree_pages(
             f"{root}/user-metadata, found {len(frames)}: {metadata.text[:500]}"
         )
     summary, details, current = (frame.text for frame in frames)
-    return WebUIPages(owner, ROOT_RUN, summary, details, current, relationships.text, history.text)
+    return WebUIPages(
+        owner, ROOT_RUN, summary, details, current, relationships.text, history.text, listed.text
+    )
 
 
 async def _run_url(server: EmbeddedServer, run_id: str) -> str:
@@ -214,15 +218,27 @@ def expected_texts(pages: WebUIPages) -> dict[str, tuple[str, str]]:
         "relationships: child run": (pages.relationships, f"{root}.1-scripted"),
         "relationships: stopped child": (pages.relationships, "Canceled AgentRun"),
         "child history: turn summary": (pages.child_history, "scripted turn 1"),
+        "run list: a child's id names its agent": (pages.run_list, f"{root}.2-scripted.1-scripted"),
     }
+
+
+def unwanted_texts(pages: WebUIPages) -> dict[str, tuple[str, str]]:
+    """What a page must not show: name → (the page's text, the text it must not contain)."""
+    shown = pages.details + pages.current_details
+    return {"a completed run offers no resume": (shown, "agentrun resume")}
 
 
 def missing_texts(pages: WebUIPages) -> list[str]:
     """The expectations the pages do not meet, each with the text that was looked for."""
-    return [
+    missing = [
         f"{name}: {wanted!r} not in {text[:300]!r}"
         for name, (text, wanted) in expected_texts(pages).items()
         if wanted not in text
+    ]
+    return missing + [
+        f"{name}: {unwanted!r} in {text[:300]!r}"
+        for name, (text, unwanted) in unwanted_texts(pages).items()
+        if unwanted in text
     ]
 
 

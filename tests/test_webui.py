@@ -1,4 +1,5 @@
-"""The Temporal Web UI, read by headless Chromium: a run tree's summary, details, turns.
+"""The Temporal Web UI, read by headless Chromium: a run tree's summary, details, turns,
+the run list (each id names its agent), and no resume offered for a completed run.
 
 Runs the same check as ``make screenshot`` (devtools.webui_check). CI installs Debian's
 chromium first; without it this test fails, unless AGENTRUN_SKIP_BROWSER=1 says to skip.
@@ -17,6 +18,7 @@ from devtools.webui_check import (
     chromium_binary,
     expected_texts,
     read_tree_pages,
+    unwanted_texts,
 )
 
 
@@ -41,4 +43,6 @@ async def test_web_ui_shows_run_summary_details_children_and_turns(
         pages = await read_tree_pages(server, owner, screenshot)
     for name, (text, wanted) in expected_texts(pages).items():
         assert wanted in text, f"{name}: {wanted!r} not on the page: {text[:500]!r}"
+    for name, (text, unwanted) in unwanted_texts(pages).items():
+        assert unwanted not in text, f"{name}: {unwanted!r} on the page: {text[:500]!r}"
     assert screenshot.read_bytes().startswith(b"\x89PNG")
