@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -63,50 +65,61 @@ def overloaded_until(released: list[bool]) -> FunctionModel:
     return FunctionModel(answer)
 
 
-async def test_show_says_a_turn_is_retried_with_the_providers_message_and_next_attempt(
-    env: WorkflowEnvironment, queue: str, owner: str
-):
+@dataclass
+class BusyRun:
+    """A run of an agent whose provider is overloaded until ``release`` is called."""
+
+    runs: AgentRunClient
+    run_id: str
+    released: list[bool]
+
+    def release(self) -> None:
+        self.released.append(True)
+
+
+@pytest.fixture
+async def busy(env: WorkflowEnvironment, queue: str, owner: str) -> AsyncIterator[BusyRun]:
     released: list[bool] = []
     agent = AgentSpec(id="busy", runtime=ModelAgent(overloaded_until(released)), allowed_agents=())
     async with Worker(agentrun_client(env.client, AgentRegistry([agent])), task_queue=queue):
         runs = AgentRunClient(env.client, queue)
-        run_id = await runs.start(owner, "busy", "are you there?")
-        address = server_address(env)
+        yield BusyRun(runs, await runs.start(owner, "busy", "are you there?"), released)
 
-        async def shown() -> dict[str, Any]:
-            done = await agentrun_cli(address, queue, owner, "show", run_id, "--json")
-            assert done.returncode == 0, done.stderr
-            shown: dict[str, Any] = json.loads(done.stdout)
-            return shown
 
-        details = await eventually(shown, lambda d: d["retrying"], timeout=60, every=1)
-        (retry,) = details["retrying"]
-        assert retry["activity"] == "agent_turn" and retry["attempt"] >= 2
-        assert "overloaded" in retry["error"] and retry["next_attempt_at"]
-        human = await agentrun_cli(address, queue, owner, "show", run_id)
-        assert "retrying" in human.stdout and "overloaded" in human.stdout, human.stdout
-        released.append(True)
-        summary = await runs.wait(owner, run_id, timeout=60)
+async def test_show_says_a_turn_is_retried_with_the_providers_message_and_next_attempt(
+    env: WorkflowEnvironment, busy: BusyRun, queue: str, owner: str
+):
+    address, run_id = server_address(env), busy.run_id
+
+    async def shown() -> dict[str, Any]:
+        done = await agentrun_cli(address, queue, owner, "show", run_id, "--json")
+        assert done.returncode == 0, done.stderr
+        shown: dict[str, Any] = json.loads(done.stdout)
+        return shown
+
+    details = await eventually(shown, lambda d: d["retrying"], timeout=60, every=1)
+    (retry,) = details["retrying"]
+    assert retry["activity"] == "agent_turn" and retry["attempt"] >= 2
+    assert "overloaded" in retry["error"] and retry["next_attempt_at"]
+    human = await agentrun_cli(address, queue, owner, "show", run_id)
+    assert "retrying" in human.stdout and "overloaded" in human.stdout, human.stdout
+    busy.release()
+    summary = await busy.runs.wait(owner, run_id, timeout=60)
     assert (summary.status, summary.assistant) == ("completed", "answered at last")
 
 
 async def test_a_retried_turn_says_so_on_the_runs_stream_and_in_the_web_ui(
-    env: WorkflowEnvironment, queue: str, owner: str
+    env: WorkflowEnvironment, busy: BusyRun, owner: str
 ):
-    released: list[bool] = []
-    agent = AgentSpec(id="busy", runtime=ModelAgent(overloaded_until(released)), allowed_agents=())
-    async with Worker(agentrun_client(env.client, AgentRegistry([agent])), task_queue=queue):
-        runs = AgentRunClient(env.client, queue)
-        run_id = await runs.start(owner, "busy", "are you there?")
-        details = await eventually(
-            lambda: current_details(env.client, run_id), lambda d: "retrying" in d, timeout=60
-        )
-        assert "overloaded" in details and " next (Temporal retries the turn)" in details
-        released.append(True)
-        await runs.wait(owner, run_id, timeout=60)
-        retries = [
-            item.event.text or ""
-            async for item in runs.events(owner, run_id)
-            if item.event.kind == "turn_retrying"
-        ]
+    details = await eventually(
+        lambda: current_details(env.client, busy.run_id), lambda d: "retrying" in d, timeout=60
+    )
+    assert "overloaded" in details and " next (Temporal retries the turn)" in details
+    busy.release()
+    await busy.runs.wait(owner, busy.run_id, timeout=60)
+    retries = [
+        item.event.text or ""
+        async for item in busy.runs.events(owner, busy.run_id)
+        if item.event.kind == "turn_retrying"
+    ]
     assert retries and "overloaded" in retries[0] and "attempt 2 next" in retries[0]
