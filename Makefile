@@ -40,10 +40,12 @@ test: lint
 # Stress runs of minutes, not part of test: 50 trees of 10 runs on one worker, an owner
 # with 10,000 runs listed, drawn and stopped (AGENTRUN_STRESS_OWNER_RUNS=N for another
 # size), 200 closed runs listed with no worker and a tree of 30 read from visibility,
-# a run of 600 turns, and every example the property tests (isolation, fuzz) can draw.
+# a run of 600 turns, every example the property tests (isolation, fuzz) can draw, and
+# a fan-out of 11,110 runs that the default per-tree cap stops at 1,000.
 stress: venv
 	AGENTRUN_STRESS=1 $(BIN)/pytest -q -s tests/test_load.py tests/test_isolation.py \
-		tests/test_fuzz.py tests/test_listing.py tests/test_long_runs.py
+		tests/test_fuzz.py tests/test_listing.py tests/test_long_runs.py \
+		tests/test_budgets.py
 
 # Benchmarks (BENCHMARKS.md), not part of test: fresh embedded servers, about 12
 # minutes. BENCH_QUICK=1 make bench for a short smoke run. The bench extra draws plots.

@@ -33,6 +33,7 @@ from agentrun._agents import (
 )
 from agentrun._constants import (
     EVENTS_TOPIC,
+    MAX_RUNS_PER_TREE,
     QUERY_THREAD,
     STREAM_BATCH_INTERVAL,
     STREAM_UNWATCHED_BATCH_INTERVAL,
@@ -48,11 +49,12 @@ from agentrun._models import (
     TurnResult,
 )
 from agentrun._observability import count_tokens
-from agentrun._usage import Usage
+from agentrun._usage import BudgetScope, Usage
 from agentrun.activities._beat import Batching, Progress, beating
 from agentrun.activities._owners import OwnerSlots
 from agentrun.activities._threads import ThreadCache
 from agentrun.activities._toolbox import Toolbox, toolbox
+from agentrun.activities.budgets import spent_budget
 from agentrun.activities.tools import MCPTools, function_tool_activity
 
 logger = logging.getLogger(__name__)
@@ -107,11 +109,13 @@ class TurnActivities:
         batch: timedelta = STREAM_BATCH_INTERVAL,
         owner_cap: int = 50,
         unwatched_batch: timedelta = STREAM_UNWATCHED_BATCH_INTERVAL,
+        max_runs_per_tree: int = MAX_RUNS_PER_TREE,
     ) -> None:
         """Keep the registry the turns resolve agent ids in, the stream's batching (while
-        someone follows a run, and while nobody does), and how many turns of one owner
-        thread may run here at once."""
+        someone follows a run, and while nobody does), how many turns of one owner
+        thread may run here at once, and how many runs one tree may have."""
         self._registry = registry
+        self._max_runs_per_tree = max_runs_per_tree
         self._batching = Batching(followed=batch, unwatched=max(batch, unwatched_batch))
         self._owners = OwnerSlots(owner_cap)
         self._threads = ThreadCache()
@@ -189,10 +193,16 @@ class TurnActivities:
         progress: Progress,
         events: _TurnEvents,
     ) -> TurnResult:
-        policy = self._registry.policy(spec)
+        policy = self._policy(spec)
         box = await self._toolbox(spec, policy)
         if isinstance(box, str):
             return TurnResult(error=box, policy=policy)
+        if not progress.checkpoint.steps:  # before the turn's model request
+            stop = await spent_budget(turn.owner_thread_id, _scopes(turn, spec))
+            if stop is not None:
+                return TurnResult(
+                    agent_state=dict(turn.agent_state), policy=policy, budget_exceeded=stop
+                )
         asked = _unanswered(turn.messages, box) if not progress.checkpoint.steps else []
         if asked:  # a stop cut them off while they awaited a decision: ask again
             return TurnResult(
@@ -230,6 +240,10 @@ class TurnActivities:
             routes=[box.route(call) for call in progress.checkpoint.tool_calls],
             usage=progress.checkpoint.usage,
         )
+
+    def _policy(self, spec: AgentSpec) -> AgentPolicy:
+        policy = self._registry.policy(spec)
+        return policy.model_copy(update={"max_runs_per_tree": self._max_runs_per_tree})
 
     async def _toolbox(self, spec: AgentSpec, policy: AgentPolicy) -> Toolbox | str:
         """The agent's tools; an MCP server that cannot be listed is retried a few times,
@@ -324,6 +338,14 @@ async def _tell_retrying(
         await stream.flush()
     except RPCError as failed:
         logger.warning("Could not tell run %s of its retry: %s", turn.run_id, failed)
+
+
+def _scopes(turn: TurnInput, spec: AgentSpec) -> list[BudgetScope]:
+    """The budgets the turn is under: its run's, with its agent's default when the run
+    has no budget of its own yet (its first turn)."""
+    if spec.budget is None or any(s.run_id == turn.run_id for s in turn.budgets):
+        return turn.budgets
+    return [*turn.budgets, BudgetScope(run_id=turn.run_id, budget=spec.budget)]
 
 
 def _unanswered(thread: list[Message], box: Toolbox) -> list[ToolCall]:

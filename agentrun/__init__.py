@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from agentrun._plugin import AgentRunPlugin
     from agentrun._settings import AgentRunSettings, SettingsError
     from agentrun._tools import AgentTool, MCPServer, ToolContext, as_tool
+    from agentrun._usage import Budget, ModelPrice, Usage
 
 __version__ = "0.1.0"
 
@@ -70,6 +71,9 @@ _EXPORTS = {
     "StreamedEvent": "agentrun._client",
     "ToolCall": "agentrun._models",
     "connect": "agentrun._connection",
+    "Budget": "agentrun._usage",
+    "ModelPrice": "agentrun._usage",
+    "Usage": "agentrun._usage",
 }
 
 __all__ = [
@@ -83,11 +87,13 @@ __all__ = [
     "AgentRuntime",
     "AgentSpec",
     "AgentTool",
+    "Budget",
     "DelegationError",
     "ListedRun",
     "MCPServer",
     "Message",
     "ModelAgent",
+    "ModelPrice",
     "NoAnswerError",
     "RetryableStepError",
     "RunSummary",
@@ -99,6 +105,7 @@ __all__ = [
     "StreamedEvent",
     "ToolCall",
     "ToolContext",
+    "Usage",
     "as_tool",
     "connect",
 ]

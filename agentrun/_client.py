@@ -30,13 +30,14 @@ from agentrun._causal import CauseFirst
 from agentrun._constants import DEFAULT_TASK_QUEUE, QUERY_RUN_STATE, QUERY_THREAD, WORKFLOW_TYPE
 from agentrun._delegation import DelegationError, not_resumable, not_running, unknown_run
 from agentrun._follow import follow
-from agentrun._listing import ListedRun, VisibleRun, list_owner_runs, list_tree
+from agentrun._listing import ListedRun, VisibleRun, list_owner_runs, list_tree, owner_query
 from agentrun._models import (
     MAX_RUN_ID_CHARS,
     AgentEvent,
     AgentRunInput,
     Message,
     PendingApproval,
+    ResumeChildRequest,
     RunState,
     RunSummary,
     Status,
@@ -44,8 +45,10 @@ from agentrun._models import (
 )
 from agentrun._reading import Listing, NoAnswerError, RunReader
 from agentrun._run_ids import agent_part
+from agentrun._spend import spend_by_run, subtree_query, subtree_spend, tree_total
 from agentrun._steering import Steering, refused
 from agentrun._task_queue import worker_polls
+from agentrun._usage import Budget, Usage
 from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
 
@@ -107,13 +110,16 @@ class AgentRunClient:
         prompt: str | None,
         messages: list[Message] | None = None,
         run_id: str | None = None,
+        budget: Budget | None = None,
     ) -> str:
-        """Start a new root run; returns its run_id."""
+        """Start a new root run; returns its run_id. ``budget`` caps what the run and
+        everything it delegates may spend together (docs/budgets.md)."""
         run_input = AgentRunInput(
             owner_thread_id=owner_thread_id,
             agent_id=agent_id,
             prompt=prompt,
             messages=messages or [],
+            budget=budget,
         )
         run_input.check_prompt()
         run_id = _new_run_id(run_id, agent_id)
@@ -127,7 +133,12 @@ class AgentRunClient:
         return run_id
 
     async def start_from(
-        self, owner_thread_id: str, from_run_id: str, prompt: str, agent_id: str | None = None
+        self,
+        owner_thread_id: str,
+        from_run_id: str,
+        prompt: str,
+        agent_id: str | None = None,
+        budget: Budget | None = None,
     ) -> str:
         """Start a new root run that goes on from a closed run's thread, with a new
         prompt; its agent is the closed run's unless ``agent_id`` names another.
@@ -145,7 +156,8 @@ class AgentRunClient:
                 code="invalid_state",
             )
         thread = await self.thread(owner_thread_id, from_run_id) or []
-        return await self.start(owner_thread_id, agent_id or summary.agent_id, prompt, thread)
+        agent = agent_id or summary.agent_id
+        return await self.start(owner_thread_id, agent, prompt, thread, budget=budget)
 
     async def approve(self, owner_thread_id: str, run_id: str, call_id: str | None = None) -> str:
         """Let a call that awaits a decision run (the run's only one when ``call_id``
@@ -292,9 +304,14 @@ class AgentRunClient:
         return [closed.get(s.run_id, s) for _, s in tree]
 
     async def resume(
-        self, owner_thread_id: str, run_id: str, prompt: str | None = None
+        self,
+        owner_thread_id: str,
+        run_id: str,
+        prompt: str | None = None,
+        budget: Budget | None = None,
     ) -> RunSummary:
-        """Resume a stopped run as its next epoch, with an optional new user prompt.
+        """Resume a stopped run as its next epoch, with an optional new user prompt and
+        a new budget for its subtree (default: the one it had).
 
         A child run is resumed by its parent when the parent is still running, so it
         stays in the parent's tree.
@@ -304,28 +321,39 @@ class AgentRunClient:
             raise unknown_run(run_id)
         if summary.status != "stopped":
             raise not_resumable(run_id, summary.status)
-        if summary.parent_run_id and await self._resume_through_parent(summary, prompt):
+        if summary.parent_run_id and await self._resume_through_parent(summary, prompt, budget):
             return await self.summary(owner_thread_id, run_id) or summary
         state = await self._reader.query(run_id, QUERY_RUN_STATE, RunState)
         if state is None:
             raise unknown_run(run_id)
-        thread = [*state.thread, Message.user(prompt)] if prompt else state.thread
-        await self._start(
-            run_id,
-            AgentRunInput(
-                owner_thread_id=owner_thread_id,
-                agent_id=summary.agent_id,
-                messages=thread,
-                epoch=summary.epoch + 1,
-                parent_run_id=summary.parent_run_id,
-                depth=state.depth,
-                agent_state=state.agent_state,
-                children=state.children,
-                stream_state=state.stream_state,
-                usage=state.summary.usage,
-            ),
-        )
+        resumed = state.resumed(owner_thread_id, prompt, summary.parent_run_id, budget)
+        if summary.parent_run_id:
+            # Its parent has closed, so has its tree's root: it counts its own runs now.
+            resumed = resumed.model_copy(update={"root_run_id": run_id, "tree_runs": {}})
+        await self._start(run_id, resumed)
         return await self.summary(owner_thread_id, run_id) or summary
+
+    async def spend(self, owner_thread_id: str, run_id: str) -> Usage:
+        """What ``run_id`` and every run below it spent, running or closed, all their
+        epochs: from visibility (each run's ``usage`` memo), no query to any run."""
+        return (await subtree_spend(self.temporal, owner_thread_id, run_id)).usage
+
+    async def with_spend(
+        self, owner_thread_id: str, summaries: list[RunSummary], under: str | None = None
+    ) -> list[RunSummary]:
+        """``summaries`` with each run's own usage and its subtree's, from one listing
+        of the owner's runs (of the subtree of ``under`` when all are in it)."""
+        query = subtree_query(owner_thread_id, under) if under else owner_query(owner_thread_id)
+        by_run = await spend_by_run(self.temporal, query)
+        return [
+            s.model_copy(
+                update={
+                    "usage": by_run.get(s.run_id, s.usage),
+                    "tree_usage": tree_total(by_run, s.run_id).usage,
+                }
+            )
+            for s in summaries
+        ]
 
     async def wait(
         self, owner_thread_id: str, run_id: str, timeout: float | None = None
@@ -441,15 +469,16 @@ class AgentRunClient:
         currents = await asyncio.gather(*(self._reader.current(run, listing) for run in below))
         return [(seen, root), *zip(below, currents, strict=True)]
 
-    async def _resume_through_parent(self, summary: RunSummary, prompt: str | None) -> bool:
+    async def _resume_through_parent(
+        self, summary: RunSummary, prompt: str | None, budget: Budget | None
+    ) -> bool:
         parent = self.temporal.get_workflow_handle(summary.parent_run_id or "")
         try:
             description = await parent.describe()
             if description.status != WorkflowExecutionStatus.RUNNING:
                 return False
-            await parent.execute_update(
-                "resume_child", {"run_id": summary.run_id, "prompt": prompt}
-            )
+            request = ResumeChildRequest(run_id=summary.run_id, prompt=prompt, budget=budget)
+            await parent.execute_update("resume_child", request)
         except WorkflowUpdateFailedError as err:
             raise refused(err) from None
         except RPCError as err:

@@ -71,3 +71,17 @@ FOLLOWERS_FIRST_RECHECK = 0.6
 # never delegates more than this many runs.
 MAX_DEPTH = 8
 MAX_CHILDREN_PER_RUN = 100
+
+# The most runs one tree may have, unless the worker says otherwise
+# (``AGENTRUN_MAX_RUNS_PER_TREE``); the tree's root counts them (agentrun/_ledger.py).
+MAX_RUNS_PER_TREE = 1000
+# Each run's own usage, all its epochs, in its memo: visibility lists it with the run,
+# so what a subtree spent is one listing (agentrun/_spend.py).
+USAGE_MEMO = "usage"
+# Asked of a tree's root for runs to start; answered with how many it grants.
+UPDATE_RESERVE_RUNS = "reserve_runs"
+RESERVE_RUNS_ACTIVITY = "reserve_runs"
+# What a subtree spent, against its budget: read by a run that stops over budget.
+CHECK_BUDGET_ACTIVITY = "check_budget"
+# Cancels a subtree whose budget is spent, and the run that found it.
+STOP_FOR_BUDGET_ACTIVITY = "stop_for_budget"

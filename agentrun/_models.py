@@ -15,7 +15,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 from agentrun._constants import TURN_HEARTBEAT_TIMEOUT, TURN_START_TO_CLOSE
 from agentrun._storage_guard import unreadable_reason
-from agentrun._usage import Usage
+from agentrun._usage import Budget, BudgetScope, BudgetStop, Usage
 
 Role = Literal["user", "assistant", "system", "tool"]
 Status = Literal["running", "completed", "failed", "stopped"]
@@ -25,6 +25,7 @@ TERMINAL: tuple[Status, ...] = ("completed", "failed", "stopped")
 MAX_ID_CHARS = 256
 MAX_RUN_ID_CHARS = 900  # Temporal's WorkflowId limit is 1000
 MAX_COUNT = 1_000_000_000  # epochs, depths, turns: far below a search attribute's int64
+MAX_DEPTH_SCOPES = 64  # budgets a run is under: far beyond any delegation depth
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -94,6 +95,10 @@ class RunSummary(BaseModel):
     parent_run_id: str | None = None
     epoch: int = 1
     usage: Usage = Field(default_factory=Usage)  # the run's own, all its epochs
+    # The run's and all its descendants', read from visibility by agentrun's clients
+    # (``agentrun._spend``); None in the workflow's own ``summary`` query.
+    tree_usage: Usage | None = None
+    budget: Budget | None = None  # the run's own budget, over its subtree
 
     def tool_view(self) -> dict[str, JsonValue]:
         """The five fields a delegation tool returns to an agent."""
@@ -137,6 +142,15 @@ class AgentRunInput(BaseModel):
     # does not upsert them again when it starts.
     search_attributes_set: bool = False
     usage: Usage = Field(default_factory=Usage)  # what earlier epochs and runs spent
+    # The run's own budget, over its subtree (``agentrun._usage.Budget``).
+    budget: Budget | None = None
+    # The budgets of its ancestors, nearest last: each covers that ancestor's subtree.
+    budgets: list[BudgetScope] = Field(default_factory=list, max_length=MAX_DEPTH_SCOPES)
+    # The run at the top of its tree, which counts the tree's runs; None: this run,
+    # if it has no parent (a child started before trees were counted: no count).
+    root_run_id: str | None = Field(default=None, max_length=MAX_RUN_ID_CHARS)
+    # Kept by a root: the runs of its tree, and of each subtree with a ``runs`` budget.
+    tree_runs: dict[str, int] = Field(default_factory=dict)
 
     @field_validator("owner_thread_id", "agent_id", mode="after")
     @classmethod
@@ -217,6 +231,37 @@ class RunState(BaseModel):
     children: list[RunSummary] = Field(default_factory=list)
     depth: int = 0
     stream_state: WorkflowStreamState | None = None
+    budget: Budget | None = None
+    budgets: list[BudgetScope] = Field(default_factory=list)
+    root_run_id: str | None = None
+    tree_runs: dict[str, int] = Field(default_factory=dict)
+
+    def resumed(
+        self,
+        owner_thread_id: str,
+        prompt: str | None,
+        parent_run_id: str | None,
+        budget: Budget | None = None,
+    ) -> AgentRunInput:
+        """The input of the run's next epoch: its thread (and ``prompt``), state,
+        children, stream, usage and tree, under ``budget`` if given, else its own."""
+        thread = [*self.thread, Message.user(prompt)] if prompt else self.thread
+        return AgentRunInput(
+            owner_thread_id=owner_thread_id,
+            agent_id=self.summary.agent_id,
+            messages=thread,
+            epoch=self.summary.epoch + 1,
+            parent_run_id=parent_run_id,
+            depth=self.depth,
+            agent_state=self.agent_state,
+            children=self.children,
+            stream_state=self.stream_state,
+            usage=self.summary.usage,
+            budget=budget or self.budget,
+            budgets=self.budgets,
+            root_run_id=self.root_run_id,
+            tree_runs=self.tree_runs,
+        )
 
 
 EventKind = Literal[
@@ -305,6 +350,8 @@ class TurnInput(BaseModel):
     # added since the previous turn began), the rest is read from the run or a copy.
     thread_by_query: bool = False
     tail_from: int = 0
+    # The budgets the run is under, its own last: checked before its model requests.
+    budgets: list[BudgetScope] = Field(default_factory=list)
 
 
 class AgentPolicy(BaseModel):
@@ -312,6 +359,11 @@ class AgentPolicy(BaseModel):
 
     visible_agents: list[str] = Field(default_factory=list)
     max_depth: int = 8
+    # The most runs one tree may have (``AGENTRUN_MAX_RUNS_PER_TREE``), as the worker
+    # that ran the turn is configured; enforced by the tree's root.
+    max_runs_per_tree: int = 1000
+    # The agent entry's default budget for a run of it that has none of its own.
+    budget: Budget | None = None
 
 
 class TurnResult(BaseModel):
@@ -330,6 +382,8 @@ class TurnResult(BaseModel):
     # them; a call without a route is a delegation tool (histories before tools).
     routes: list[ToolRoute] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)  # of the responses the thread keeps
+    # A budget found spent before the turn's model request: the turn made none.
+    budget_exceeded: BudgetStop | None = None
 
 
 class ToolRoute(BaseModel):
@@ -408,6 +462,50 @@ class ResumeChildRequest(BaseModel):
 
     run_id: str
     prompt: str | None = None
+    budget: Budget | None = None  # a new budget for the resumed child's subtree
+
+
+class ReserveRuns(BaseModel):
+    """Update input of a tree's root: runs a run of the tree asks to start."""
+
+    owner_thread_id: str
+    requester: str
+    count: int = Field(ge=1, le=1000)
+    # The ``runs`` budgets the requester is under: subtree run id -> its limit.
+    budgets: dict[str, int] = Field(default_factory=dict)
+
+
+class RunGrant(BaseModel):
+    """How many of the runs asked for may start; why the rest may not."""
+
+    granted: int = 0
+    refused: str | None = None  # the tree has as many runs as one tree may have
+    stop: BudgetStop | None = None  # a budget is spent: that subtree stops
+
+
+class ReserveInput(BaseModel):
+    """Input of the activity that asks a tree's root for runs (and first checks what
+    the budgets of ``spending`` have left)."""
+
+    root_run_id: str
+    request: ReserveRuns
+    spending: list[BudgetScope] = Field(default_factory=list)
+
+
+class StopForBudget(BaseModel):
+    """Input of the activity that stops a subtree whose budget is spent, and the run
+    that found it."""
+
+    owner_thread_id: str
+    requester: str
+    stop: BudgetStop
+
+
+class CheckBudgetInput(BaseModel):
+    """Input of the activity that says whether a subtree has spent its budget."""
+
+    owner_thread_id: str
+    scope: BudgetScope
 
 
 class AssistantOutput(BaseModel):

@@ -219,7 +219,14 @@ class AgentRunPlugin(SimplePlugin):
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
         """Add agentrun's activities, and its tuning where the worker kept the defaults."""
         from agentrun._turn_retries import log_retries_in_one_line
-        from agentrun.activities import TurnActivities, read_run, read_run_summary
+        from agentrun.activities import (
+            TurnActivities,
+            check_budget,
+            read_run,
+            read_run_summary,
+            reserve_runs,
+            stop_for_budget,
+        )
 
         config = super().configure_worker(config)
         if "client" in config:
@@ -229,11 +236,15 @@ class AgentRunPlugin(SimplePlugin):
             self.settings.stream_batch_interval,
             self.settings.owner_turn_cap,
             self.settings.stream_unwatched_batch_interval,
+            max_runs_per_tree=self.settings.max_runs_per_tree,
         )
         ours: list[Callable[..., Any]] = [
             turns.run_turn,
             read_run,
             read_run_summary,
+            reserve_runs,
+            check_budget,
+            stop_for_budget,
             *turns.tool_activities(),
         ]
         config["activities"] = [*config.get("activities", []), *ours]

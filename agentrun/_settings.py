@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentrun._constants import MAX_RUNS_PER_TREE
+
 __all__ = ["ENV_PREFIX", "AgentRunSettings", "SettingsError", "load_settings"]
 
 ENV_PREFIX = "AGENTRUN_"
@@ -89,6 +91,7 @@ class AgentRunSettings(BaseSettings):
     max_turns_per_owner: int | None = Field(default=None, ge=1, le=10_000)
     stream_batch_ms: int = Field(default=50, ge=10, le=5000)
     stream_unwatched_batch_ms: int = Field(default=1000, ge=10, le=60_000)
+    max_runs_per_tree: int = Field(default=MAX_RUNS_PER_TREE, ge=1, le=1_000_000)
     storage: Annotated[Literal["local", "s3", "off"], BeforeValidator(_lower)] = "local"
     storage_dir: Path = Path(".temporal/payloads")
     storage_threshold: Size = 256 * 1024

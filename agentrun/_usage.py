@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ModelPrice", "Usage"]
+__all__ = ["Budget", "BudgetScope", "BudgetStop", "ModelPrice", "Usage", "runs_exceeded"]
 
 
 class ModelPrice(BaseModel):
@@ -71,3 +71,64 @@ class Usage(BaseModel):
         if self.unpriced_requests:
             text += f" ({self.unpriced_requests} request(s) of unknown price)"
         return text
+
+
+class Budget(BaseModel):
+    """What a run and everything it delegates may spend together; a limit left out is
+    no limit. Set on a root run, on an agent entry (a default for runs of it), or on a
+    resumed run; every run of a tree checks its ancestors' budgets too, so a child's own
+    budget is in effect never more than what its parents have left."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int | None = Field(default=None, ge=1)
+    cost_usd: float | None = Field(default=None, gt=0)
+    runs: int | None = Field(default=None, ge=1)
+    tool_calls: int | None = Field(default=None, ge=0)
+
+    def spent(self, usage: Usage) -> str | None:
+        """``Budget exceeded: 120345 of 100000 tokens`` for the first of tokens, cost and
+        tool calls that ``usage`` has used up; None while something is left of each."""
+        if self.tokens is not None and usage.tokens >= self.tokens:
+            return f"Budget exceeded: {usage.tokens} of {self.tokens} tokens"
+        if self.cost_usd is not None and usage.cost_usd >= self.cost_usd:
+            return f"Budget exceeded: ${usage.cost_usd:.4f} of ${self.cost_usd:.4f}"
+        if self.tool_calls is not None and usage.tool_calls >= self.tool_calls:
+            return f"Budget exceeded: {usage.tool_calls} of {self.tool_calls} tool calls"
+        return None
+
+    def limits_spending(self) -> bool:
+        """Whether it limits what model requests and tool calls may spend (not only runs)."""
+        return any(x is not None for x in (self.tokens, self.cost_usd, self.tool_calls))
+
+    def describe(self) -> str:
+        """``100,000 tokens, $2.0000, 50 runs``: its limits for people."""
+        parts = []
+        if self.tokens is not None:
+            parts.append(f"{self.tokens:,} tokens")
+        if self.cost_usd is not None:
+            parts.append(f"${self.cost_usd:.4f}")
+        if self.runs is not None:
+            parts.append(f"{self.runs:,} runs")
+        if self.tool_calls is not None:
+            parts.append(f"{self.tool_calls:,} tool calls")
+        return ", ".join(parts) or "no limit"
+
+
+class BudgetScope(BaseModel):
+    """A budget and the run whose subtree it covers."""
+
+    run_id: str
+    budget: Budget
+
+
+class BudgetStop(BaseModel):
+    """A budget found spent: the run whose tree stops, and why."""
+
+    run_id: str
+    message: str
+
+
+def runs_exceeded(runs: int, limit: int) -> str:
+    """The error of a tree whose ``runs`` budget is used up and that asked for more."""
+    return f"Budget exceeded: {runs} of {limit} runs"

@@ -9,6 +9,8 @@ It answers by the requested model name, so one server serves several behaviours:
   streams a summary of it.
 - ``wanderer``: first calls a tool it does not have, then streams slowly (for kills).
 - ``fanout``: calls ``agent_run`` on ``researcher`` twice at once, then says it is done.
+- ``digger``: calls ``agent_output`` (on a run that does not exist) until it has
+  ``DIG_ROUNDS`` tool results, then says how many: a run that keeps spending.
 - ``toolsmith``: calls ``add`` (with a bad argument) and ``shout`` at once, then
   ``add`` again mended, then answers with both results.
 
@@ -24,6 +26,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+DIG_ROUNDS = 5
 
 
 class FakeOpenAI:
@@ -120,6 +124,12 @@ def _respond(
         return _stream(handler, model, tool_calls=calls, messages=len(messages))
     if model == "fanout":
         return _stream(handler, model, text="Both are in.", messages=len(messages))
+    if model == "digger":
+        dug = len([m for m in messages if m.get("role") == "tool"])
+        if dug < DIG_ROUNDS:
+            call = (f"call_g{dug}", "agent_output", {"run_id": f"nothing-{dug}"})
+            return _stream(handler, model, tool_call=call, messages=len(messages))
+        return _stream(handler, model, text=f"Dug {dug} times.", messages=len(messages))
     if model == "toolsmith":
         return _toolsmith(handler, model, [m for m in messages if m.get("role") == "tool"])
     last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})

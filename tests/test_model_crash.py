@@ -49,13 +49,14 @@ async def test_killed_model_turn_resumes_after_the_answered_call(
         runs = AgentRunClient(temporal, queue)
         run_id = await runs.start(owner, "wanderer", "find the thing")
         # The first call answered (a tool it lacks); the second is streaming slowly.
-        await eventually(lambda: _count(fake), lambda n: n >= 2, timeout=20)
+        await eventually(lambda: _count(fake), lambda n: n >= 2, timeout=90)
         await asyncio.sleep(0.5)
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait()
         workers.append(spawn(variables))
         summary = await runs.wait(owner, run_id, timeout=60)
         thread = await runs.thread(owner, run_id)
+        tree = await runs.spend(owner, run_id)
     finally:
         for worker in workers:
             worker.kill()
@@ -70,6 +71,11 @@ async def test_killed_model_turn_resumes_after_the_answered_call(
     assert [m.role for m in thread] == ["user", "assistant", "tool", "assistant"]
     assert thread[1].tool_calls[0].name == "web_search"
     assert json.loads(thread[2].content)["error"]["code"] == "unknown_tool"
+    # Counted once per response the thread keeps: the first, and the retried second.
+    kept = [fake.usages[0], fake.usages[-1]]
+    assert (summary.usage.requests, tree.requests) == (2, 2)
+    assert summary.usage.input_tokens == sum(u["prompt_tokens"] for u in kept)
+    assert tree.output_tokens == sum(u["completion_tokens"] for u in kept)
 
 
 async def _count(fake: FakeOpenAI) -> int:

@@ -143,3 +143,10 @@ async def test_usage_is_carried_across_continue_as_new(
     planned = reported(fake_openai, "fanout")
     assert (final.usage.requests, final.usage.tool_calls) == (2, 2)
     assert final.usage.input_tokens == sum(u["prompt_tokens"] for u in planned)
+    # The tree's total counts every execution's share once (the largest memo of each).
+    tree = await runs.spend(owner, run_id)
+    every = fake_openai.usages
+    assert (tree.requests, tree.input_tokens) == (
+        len(every),
+        sum(u["prompt_tokens"] for u in every),
+    )

@@ -42,6 +42,7 @@ from agentrun._delegation import (
     required_run_id,
     unknown_run,
 )
+from agentrun._ledger import TreeAccess
 from agentrun._models import (
     AgentPolicy,
     AgentRunInput,
@@ -53,6 +54,7 @@ from agentrun._models import (
     ToolCall,
 )
 from agentrun._run_ids import child_run_id
+from agentrun._usage import Budget
 from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
 
@@ -87,10 +89,13 @@ class Children:
         parent: Parent,
         carried: list[RunSummary],
         publish: Callable[[EventKind, RunSummary], None],
+        tree: TreeAccess,
     ) -> None:
         """Start from the children a previous epoch left (all settled by then)."""
         self._parent = parent
         self._publish = publish
+        self._tree = tree
+        self._permits = tree.permits()
         self.table: dict[str, RunSummary] = {child.run_id: child for child in carried}
         self.policy = AgentPolicy(visible_agents=[], max_depth=0)
         self._watchers: set[asyncio.Task[None]] = set()
@@ -138,6 +143,7 @@ class Children:
         if args.prompt is None:
             raise DelegationError("missing 'prompt'", code="invalid_arguments")
         self._check_allowed(args.agent_id)
+        await self._take_run(args.agent_id)
         messages = fork_messages(thread) if args.fork_context else []
         child = AgentRunInput(
             owner_thread_id=self._parent.owner_thread_id,
@@ -145,6 +151,8 @@ class Children:
             messages=[*messages, Message.user(args.prompt)],
             parent_run_id=self._parent.run_id,
             depth=self._parent.depth + 1,
+            root_run_id=self._tree.root_run_id,
+            budgets=self._tree.scopes(),
         )
         run_id = await self._start_new(child)
         return await self._settled_if_foreground(run_id, args.background)
@@ -188,6 +196,16 @@ class Children:
                 f"{len(self.table)} runs, the most one run may delegate"
             )
 
+    async def _take_run(self, agent_id: str) -> None:
+        """One run of the tree's count for a new child, granted by the root (at once
+        when this run is the root), or the reason there is none."""
+        grant = self._tree.grant_now(1) or await self._permits.take()
+        if grant.granted:
+            return
+        if grant.stop is not None:
+            self._tree.spent(grant.stop)
+        raise DelegationError(f"Cannot start '{agent_id}': {grant.refused}")
+
     async def _existing(self, args: RunArgs) -> ToolResult:
         run_id = args.run_id or ""
         child = self.table.get(run_id)
@@ -201,27 +219,19 @@ class Children:
                 return state.summary.tool_view()
         return child.tool_view()
 
-    async def _resume(self, child: RunSummary, prompt: str | None, background: bool) -> ToolResult:
+    async def _resume(
+        self, child: RunSummary, prompt: str | None, background: bool, budget: Budget | None = None
+    ) -> ToolResult:
         state = await self._read(child.run_id)
         if state is None:
             raise unknown_run(child.run_id)
-        thread = [*state.thread, Message.user(prompt)] if prompt else state.thread
-        resumed = AgentRunInput(
-            owner_thread_id=self._parent.owner_thread_id,
-            agent_id=child.agent_id,
-            messages=thread,
-            epoch=state.summary.epoch + 1,
-            parent_run_id=self._parent.run_id,
-            depth=state.depth,
-            agent_state=state.agent_state,
-            children=state.children,
-            stream_state=state.stream_state,
-            usage=state.summary.usage,
-        )
+        resumed = state.resumed(self._parent.owner_thread_id, prompt, self._parent.run_id, budget)
         await self._start(child.run_id, resumed)
         return await self._settled_if_foreground(child.run_id, background)
 
-    async def resume(self, run_id: str, prompt: str | None) -> RunSummary:
+    async def resume(
+        self, run_id: str, prompt: str | None, budget: Budget | None = None
+    ) -> RunSummary:
         """Resume a stopped child in the background (the owner's client asked)."""
         child = self.table.get(run_id)
         if child is None:
@@ -235,7 +245,7 @@ class Children:
             child = self.table[run_id]
         if child.status != "stopped":
             raise not_resumable(run_id, child.status)
-        await self._resume(child, prompt, background=True)
+        await self._resume(child, prompt, background=True, budget=budget)
         return self.table[run_id]
 
     async def _agent_stop(self, run_id: str) -> ToolResult:

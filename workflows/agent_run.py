@@ -35,6 +35,7 @@ from agentrun._constants import (
     SIGNAL_CHILD_SETTLED,
     TURN_ACTIVITY,
     UPDATE_DECIDE_TOOL_CALL,
+    UPDATE_RESERVE_RUNS,
     UPDATE_SEND_MESSAGE,
     WORKFLOW_TYPE,
 )
@@ -45,7 +46,9 @@ from agentrun._models import (
     EventKind,
     Message,
     PendingApproval,
+    ReserveRuns,
     ResumeChildRequest,
+    RunGrant,
     RunState,
     RunSummary,
     Status,
@@ -61,6 +64,7 @@ from agentrun._models import (
 from agentrun._payload_guard import PayloadTooLargeError
 from agentrun._webui import current_details, resume_hint
 from agentrun.workflows._approvals import Approvals, awaiting_details
+from agentrun.workflows._budgets import TreeBudget
 from agentrun.workflows._children import CHILD_REPORT_PATCH, Children, Parent
 from agentrun.workflows._stream_guard import count_stream_polls, guard_stream_publish
 from agentrun.workflows._tools import call_tool
@@ -110,10 +114,12 @@ class AgentRunWorkflow:
         self._turns_here = 0
         self._usage = self._input.usage  # all this run's epochs and executions so far
         self._tail_from: int | None = None  # the thread's length when the last turn began
+        self._tree = TreeBudget(self._run_id, self._input, self._parent_run_id is not None)
         self._children = Children(
             Parent(self._run_id, self._input.owner_thread_id, self._input.depth, info.task_queue),
             self._input.children,
             self._publish_child,
+            self._tree.access(),
         )
         self._approvals = Approvals(
             self._run_id, self._input.agent_id, self._input.owner_thread_id, self._awaiting
@@ -167,14 +173,27 @@ class AgentRunWorkflow:
             self._thread.extend(result.messages)
             self._agent_state = result.agent_state
             self._usage += result.usage.model_copy(update={"tool_calls": len(result.tool_calls)})
+            self._tree.record(self._usage)
             self._children.policy = result.policy
+            self._tree.adopt(result.policy)
+            if result.budget_exceeded is not None:
+                self._tree.spent(result.budget_exceeded)
             if self._stop_requested() or result.stopped:
                 raise asyncio.CancelledError
+            await self._stop_if_over_budget()
             if result.error is not None:
                 raise _AgentFailed(result.error)
             if not result.tool_calls:
                 return
             await self._execute_tools(result.tool_calls, result.routes)
+            await self._stop_if_over_budget()
+
+    async def _stop_if_over_budget(self) -> None:
+        """A budget found spent stops its subtree and this run (``TreeBudget.spent``):
+        wait for the cancel, then the run stops as for any stop, saying why."""
+        if self._tree.stop is not None:
+            await workflow.wait_condition(self._stop_requested)
+            raise asyncio.CancelledError
 
     def _should_continue_as_new(self) -> bool:
         # Children belong to this execution (its close policy would cancel them), so a
@@ -197,6 +216,8 @@ class AgentRunWorkflow:
                 "turn": self._turn,
                 "continued": True,
                 "usage": self._usage,
+                "budget": self._tree.budget,
+                "tree_runs": self._tree.ledger.counts if self._tree.ledger else {},
                 "search_attributes_set": False,  # the next run sets its own
             }
         )
@@ -227,6 +248,7 @@ class AgentRunWorkflow:
             agent_state=self._agent_state,
             children=self._children.summaries(),
             stream_offset=self._stream_offset(),
+            budgets=self._tree.scopes(),
         )
         try:
             # Decoded here, not by the SDK: a result this code cannot read (nested past
@@ -312,6 +334,7 @@ class AgentRunWorkflow:
         self._take_inbox()  # a resumed run sees them
         self._set_status("stopped")
         await self._children.stop_all()
+        self._error = await self._tree.closing_error() or self._error
         self._publish("finish", summary=self.summary())
         await self._tell_parent()
 
@@ -416,7 +439,7 @@ class AgentRunWorkflow:
     async def resume_child(self, request: ResumeChildRequest) -> RunSummary:
         """Resume a stopped child of this run, keeping it in this run's tree."""
         try:
-            return await self._children.resume(request.run_id, request.prompt)
+            return await self._children.resume(request.run_id, request.prompt, request.budget)
         except DelegationError as err:
             raise ApplicationError(str(err), type=err.code, non_retryable=True) from None
 
@@ -444,6 +467,20 @@ class AgentRunWorkflow:
         if self._status != "running" or self._stop_requested():
             raise ApplicationError(f"Run {self._run_id} is stopping", type="not_running")
 
+    @workflow.update(name=UPDATE_RESERVE_RUNS)
+    def reserve_runs(self, request: ReserveRuns) -> RunGrant:
+        """Runs for a run of this tree to start, as many as the tree may still have."""
+        ledger = self._tree.ledger
+        if ledger is None:  # the validator refused it
+            raise ApplicationError(str(unknown_run(self._run_id)), type="unknown_run")
+        return ledger.grant(request, self._tree.policy.max_runs_per_tree)
+
+    @reserve_runs.validator
+    def _check_reserve(self, request: ReserveRuns) -> None:
+        if self._tree.ledger is None:
+            raise ApplicationError(str(unknown_run(self._run_id)), type="unknown_run")
+        self._tree.ledger.validate(request, self._tree.policy.max_runs_per_tree)
+
     @workflow.query(name=QUERY_PENDING_APPROVALS)
     def pending_approvals(self) -> list[PendingApproval]:
         """The calls that await the owner's decision, oldest first."""
@@ -462,6 +499,7 @@ class AgentRunWorkflow:
             parent_run_id=self._parent_run_id,
             epoch=self._input.epoch,
             usage=self._usage,
+            budget=self._tree.budget,
         )
 
     @workflow.query(name=QUERY_THREAD)
@@ -484,6 +522,10 @@ class AgentRunWorkflow:
             children=self._children.summaries(),
             depth=self._input.depth,
             stream_state=self._stream.get_state(),
+            budget=self._tree.budget,
+            budgets=self._input.budgets,
+            root_run_id=self._tree.root_run_id,
+            tree_runs=self._tree.ledger.counts if self._tree.ledger else {},
         )
 
 

@@ -10,6 +10,7 @@ from agentrun._agents._runtime import AgentRuntime
 from agentrun._constants import MAX_DEPTH
 from agentrun._models import AgentPolicy
 from agentrun._tools import DELEGATION_TOOL_NAMES, AgentTool, MCPServer
+from agentrun._usage import Budget
 
 _T = TypeVar("_T")
 
@@ -32,6 +33,8 @@ class AgentSpec:
         excluded_tools: Tools it never gets, delegation tools included.
         approval_tools: Tools whose every call by it waits for the owner's decision,
             delegation tools included (``agent_run``), on top of tools that always do.
+        budget: The budget of a run of it that is started without one: over the run
+            and everything it delegates (``agentrun.Budget``).
     """
 
     id: str
@@ -45,6 +48,7 @@ class AgentSpec:
     mcp_servers: tuple[str, ...] | None = ()
     excluded_tools: tuple[str, ...] = ()
     approval_tools: tuple[str, ...] = ()
+    budget: Budget | None = None
 
 
 class AgentRegistry:
@@ -123,7 +127,7 @@ class AgentRegistry:
             and (spec.allowed_agents is None or other in spec.allowed_agents)
             and other not in spec.excluded_agents
         ]
-        return AgentPolicy(visible_agents=visible, max_depth=spec.max_depth)
+        return AgentPolicy(visible_agents=visible, max_depth=spec.max_depth, budget=spec.budget)
 
     def describe(self, agent_id: str) -> str:
         """The one-line description of ``agent_id`` (empty when unknown)."""

@@ -44,7 +44,7 @@ from agentrun._agents._tool_entries import (
 )
 from agentrun._constants import MAX_DEPTH
 from agentrun._tools import AgentTool, MCPServer
-from agentrun._usage import ModelPrice
+from agentrun._usage import Budget, ModelPrice
 
 REGISTRY_ENV = "AGENTRUN_AGENTS"
 DEFAULT_REGISTRY_FILE = "agents.toml"
@@ -72,6 +72,7 @@ class AgentEntry(BaseModel):
     excluded_tools: list[str] = Field(default_factory=list)
     approval_tools: list[str] = Field(default_factory=list)
     price: ModelPrice | None = None
+    budget: Budget | None = None
 
 
 class RegistryFile(BaseModel):
@@ -194,6 +195,7 @@ def _spec(file: Path, agent_id: str, entry: AgentEntry, base: AgentRegistry) -> 
         mcp_servers=tuple(entry.mcp_servers),
         excluded_tools=tuple(entry.excluded_tools),
         approval_tools=tuple(entry.approval_tools),
+        budget=entry.budget,
     )
 
 

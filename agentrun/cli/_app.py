@@ -33,6 +33,14 @@ from agentrun._server import (
     ServerError,
 )
 from agentrun.cli import _render as render
+from agentrun.cli._budget import (
+    BudgetCost,
+    BudgetRuns,
+    BudgetTokens,
+    BudgetToolCalls,
+    SpendOrder,
+    budget_of,
+)
 from agentrun.cli._common import (
     EXIT_CODES,
     EXIT_DATABASE_IN_USE,
@@ -110,6 +118,10 @@ def run(
     ] = None,
     detach: Annotated[bool, typer.Option(help="Print the run id and return at once.")] = False,
     no_wait: NoWait = False,
+    budget_tokens: BudgetTokens = None,
+    budget_cost: BudgetCost = None,
+    budget_runs: BudgetRuns = None,
+    budget_tool_calls: BudgetToolCalls = None,
     json_output: JsonOutput = False,
     address: Address = None,
 ) -> None:
@@ -119,8 +131,11 @@ def run(
     {"summary": ...}; with --detach just {"run_id": ...}. Exits 4 when the run
     ends failed or stopped. When no worker polls the task queue it says so once and
     waits for one; with --no-wait it exits 3 instead, without starting the run.
+    A --budget-* caps what the run and all it delegates spend together: when the
+    tree has spent it, every run of it stops (docs/budgets.md).
     """
     owner = checked_owner(owner)
+    budget = budget_of(budget_tokens, budget_cost, budget_runs, budget_tool_calls)
     agent_id, asked = (None, agent) if from_run and prompt is None else (agent, prompt)
     for value, name in ((agent_id, "AGENT"), (asked, "PROMPT")):
         if value is not None and not value.strip():
@@ -133,9 +148,9 @@ def run(
             await require_worker(runs, "the run was not started")
         if from_run:
             agent_or_none = agent_id.strip() if agent_id else None
-            run_id = await runs.start_from(owner, from_run, asked, agent_or_none)
+            run_id = await runs.start_from(owner, from_run, asked, agent_or_none, budget)
         else:
-            run_id = await runs.start(owner, (agent_id or "").strip(), asked)
+            run_id = await runs.start(owner, (agent_id or "").strip(), asked, budget=budget)
         if detach:
             _print_started(run_id, owner, json_output)
             return EXIT_OK
@@ -229,6 +244,10 @@ def list_runs(
     agent: Annotated[
         list[str] | None, typer.Option(help="Only runs of this agent (repeatable).")
     ] = None,
+    sort: Annotated[
+        SpendOrder | None,
+        typer.Option(help="Most first by what each run's tree spent (adds those columns)."),
+    ] = None,
     json_output: JsonOutput = False,
     address: Address = None,
 ) -> None:
@@ -246,6 +265,8 @@ def list_runs(
     async def list_them(runs: AgentRunClient) -> int:
         wanted = statuses or (None if all_runs else {"running", "stopped"})
         found = await runs.all(owner, statuses=wanted, agents=agents)
+        if sort is not None:
+            found = sort.ordered(await runs.with_spend(owner, found))
         await warn_without_worker(runs, "runs are listed without their latest output")
         if json_output:
             print_json_line(render.summaries_json(found))
@@ -376,18 +397,24 @@ def resume(
     prompt: Annotated[
         str | None, typer.Argument(help="A new user message for the run.", show_default=False)
     ] = None,
+    budget_tokens: BudgetTokens = None,
+    budget_cost: BudgetCost = None,
+    budget_runs: BudgetRuns = None,
+    budget_tool_calls: BudgetToolCalls = None,
     json_output: JsonOutput = False,
     address: Address = None,
 ) -> None:
     """Resume a stopped run as its next epoch, with an optional new prompt.
 
-    With --json: the run's summary.
+    A --budget-* replaces the run's budget: a tree stopped over budget carries on with
+    a larger one (what it spent so far counts). With --json: the run's summary.
     """
     owner = checked_owner(owner)
+    budget = budget_of(budget_tokens, budget_cost, budget_runs, budget_tool_calls)
 
     async def resume_it(runs: AgentRunClient) -> int:
         await require_worker_for(runs, owner, run_id)
-        summary = await runs.resume(owner, run_id, prompt or None)
+        summary = await runs.resume(owner, run_id, prompt or None, budget)
         if json_output:
             print_json_line(render.dumps(summary.model_dump(mode="json")))
         else:

@@ -160,19 +160,26 @@ def summaries_json(summaries: list[RunSummary]) -> str:
 
 
 def runs_table(summaries: list[RunSummary]) -> Table:
-    """One row per run: id, agent, status, epoch, parent, latest output or error."""
+    """One row per run: id, agent, status, epoch, parent, latest output or error; and
+    what its tree spent, when the summaries carry it (``ls --sort``)."""
+    spent = any(summary.tree_usage is not None for summary in summaries)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("RUN", "AGENT", "STATUS", "EPOCH", "PARENT", "OUTPUT"):
+    columns = ["RUN", "AGENT", "STATUS", "EPOCH", "PARENT"]
+    columns += ["TREE TOKENS", "TREE COST"] if spent else []
+    for column in [*columns, "OUTPUT"]:
         table.add_column(column, overflow="ellipsis", no_wrap=column != "OUTPUT")
     for summary in summaries:
-        table.add_row(
+        row = [
             escape(summary.run_id),
             escape(summary.agent_id or "-"),
             status_markup(summary.status),
             str(summary.epoch),
             escape(summary.parent_run_id or "-"),
-            escape(clip(summary.error or summary.assistant or "", 60)),
-        )
+        ]
+        if spent:
+            tree = summary.tree_usage or summary.usage
+            row += [f"{tree.tokens:,}", f"${tree.cost_usd:.4f}"]
+        table.add_row(*row, escape(clip(summary.error or summary.assistant or "", 60)))
     return table
 
 
@@ -208,12 +215,24 @@ def tree_view(
     label = (
         f"[bold]{escape(summary.run_id)}[/] {status_markup(summary.status)} "
         f"[dim]{escape(summary.agent_id)} · epoch {summary.epoch} · "
-        f"{duration(node.timing.seconds(now))}[/]  {escape(text)}"
+        f"{duration(node.timing.seconds(now))}{_spent(node)}[/]  {escape(text)}"
     )
     branch = parent.add(label) if parent is not None else Tree(label)
     for child in node.children:
         tree_view(child, now, branch, latest)
     return branch
+
+
+def _spent(node: RunNode) -> str:
+    """`` · 120 tokens, tree 480`` : the run's own tokens, and its subtree's when it
+    has children; nothing when neither spent any."""
+    own, tree = node.summary.usage, node.summary.tree_usage
+    if not own.tokens and (tree is None or not tree.tokens):
+        return ""
+    text = f" · {own.tokens:,} tokens"
+    if node.children and tree is not None:
+        text += f", tree {tree.tokens:,}"
+    return text
 
 
 def details_json(details: RunDetails, now: datetime) -> str:
@@ -250,6 +269,10 @@ def details_view(details: RunDetails, now: datetime) -> Table:
         ("assistant", escape(clip(summary.assistant or "-", 200))),
         ("usage", escape(summary.usage.describe())),
     ]
+    if summary.tree_usage is not None:
+        rows.append(("tree usage", escape(summary.tree_usage.describe())))
+    if summary.budget is not None:
+        rows.append(("budget", escape(summary.budget.describe() + " over its tree")))
     if summary.error:
         rows.append(("error", f"[red]{escape(summary.error)}[/]"))
     rows += [("retrying", f"[yellow]{escape(_retry_line(retry))}[/]") for retry in details.retrying]

@@ -129,9 +129,10 @@ async def run_tree(runs: AgentRunClient, owner: str, run_id: str) -> RunNode:
         DelegationError: the run is unknown to ``owner``.
     """
     listed = await runs.subtree(owner, run_id)
+    spent = await runs.with_spend(owner, [run.summary for run in listed], under=run_id)
     nodes = [
-        RunNode(run.summary, Timing(started_at=run.started_at, closed_at=run.closed_at))
-        for run in listed
+        RunNode(summary, Timing(started_at=run.started_at, closed_at=run.closed_at))
+        for run, summary in zip(listed, spent, strict=True)
     ]
     by_id = {node.summary.run_id: node for node in nodes}
     top = nodes[0]
@@ -155,11 +156,14 @@ async def run_details(runs: AgentRunClient, owner: str, run_id: str) -> RunDetai
         DelegationError: the run is unknown to ``owner``.
     """
     summary = await owned_summary(runs, owner, run_id)
-    delegated, (run_timing, retrying), lineage = await asyncio.gather(
-        children(runs, run_id), _execution(runs, run_id), _ancestors(runs, summary)
+    delegated, (run_timing, retrying), lineage, spent = await asyncio.gather(
+        children(runs, run_id),
+        _execution(runs, run_id),
+        _ancestors(runs, summary),
+        runs.spend(owner, run_id),
     )
     return RunDetails(
-        summary=summary,
+        summary=summary.model_copy(update={"tree_usage": spent}),
         timing=run_timing,
         lineage=lineage,
         children=delegated,
