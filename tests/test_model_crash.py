@@ -102,3 +102,42 @@ async def test_a_bad_registry_file_stops_the_worker_at_start(
         "agents.planner.modle: Extra inputs are not permitted"
     )
     assert "Traceback" not in done.stderr
+
+
+async def test_a_tree_killed_mid_turn_counts_each_kept_response_once(
+    env: WorkflowEnvironment, temporal: Client, queue: str, owner: str, tmp_path: Path
+):
+    fake = FakeOpenAI()
+    agents = tmp_path / "agents.toml"
+    agents.write_text(
+        f'[agents.planner]\nmodel = "openai:fanout"\nbase_url = "{fake.base_url}"\n'
+        'allowed_agents = ["researcher"]\n'
+        f'[agents.researcher]\nmodel = "openai:wanderer"\nbase_url = "{fake.base_url}"\n'
+        "allowed_agents = []\n"
+    )
+    variables = worker_env(env, queue, agents)
+    workers = [spawn(variables)]
+    try:
+        runs = AgentRunClient(temporal, queue)
+        root = await runs.start(owner, "planner", "Look into tides and winds")
+        # Both researchers answered their first call and are streaming their second.
+        await eventually(lambda: _count(fake), lambda n: n >= 4, timeout=90)
+        await asyncio.sleep(0.5)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        workers.append(spawn(variables))
+        final = await runs.wait(owner, root, timeout=120)
+        tree = await runs.spend(owner, root)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+        fake.close()
+    assert final.status == "completed"
+    assert len(fake.requests_for("wanderer")) == 6  # two second calls made again
+    # Kept: the planner's two responses, and two per researcher: a tool call (17 in,
+    # 3 out) and "found it after all" (17 in, 12 out), whatever the cut-off calls said.
+    planned = [u for u in fake.usages if u["model"] == "fanout"]
+    assert tree.requests == len(planned) + 4
+    assert tree.input_tokens == sum(u["prompt_tokens"] for u in planned) + 4 * 17
+    assert tree.output_tokens == sum(u["completion_tokens"] for u in planned) + 2 * (3 + 12)
