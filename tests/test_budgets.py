@@ -231,3 +231,13 @@ async def test_the_default_cap_stops_a_fan_out_at_a_thousand_runs(
         statuses = await tree_statuses(runs, owner, root)
     assert final.status == "completed"
     assert len(statuses) == 1000 and set(statuses.values()) == {"completed"}
+
+
+async def test_a_bad_budget_is_refused_naming_the_limit_and_the_value(
+    env: WorkflowEnvironment, queue: str, owner: str
+):
+    done = await agentrun_cli(
+        server_address(env), queue, owner, "run", "scripted", "hi", "--budget-cost", "0"
+    )
+    assert done.returncode == 2
+    assert "cost_usd: Input should be greater than 0 (got 0.0)" in done.stderr
