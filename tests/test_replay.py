@@ -1,9 +1,11 @@
 """Determinism: recorded histories replay on the current workflow code.
 
 ``tests/histories/*.json`` were recorded from representative runs (fan-out, stop,
-resume, failure, continue-as-new, tool calls) of each version of the workflow that ran:
-the first set before any patch, the next with the patches ``child-settled-signal`` and
-``cancel-children-at-once``, the latest with tool calls as activities. A workflow change
+resume, failure, continue-as-new, tool calls, a tree stopped by its budget) of each
+version of the workflow that ran: the first set before any patch, the next with the
+patches ``child-settled-signal`` and ``cancel-children-at-once``, then with tool calls
+as activities, the latest with children settled from their own executions, ids that
+name their agent, and trees that count their runs and keep their usage in memos. A workflow change
 that would break running workflows fails here. After a deliberate, versioned change,
 record the new version's histories alongside the old ones (never instead of them):
 ``AGENTRUN_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_replay.py``.
@@ -18,7 +20,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.worker import Replayer
 
-from agentrun import AgentRunClient, AgentRunPlugin
+from agentrun import AgentRunClient, AgentRunPlugin, Budget
 from agentrun._models import AgentRunInput
 from tests.helpers import child, run, script, tool
 
@@ -69,7 +71,20 @@ async def record_representative_runs(runs: AgentRunClient, owner: str) -> dict[s
         script(tool("add", a=1, b=2), tool("add", a="x", b=1), tool("nope"), {"say": "added"}),
     )
     await runs.wait(owner, tooled, timeout=30)
+    # A tree over its runs budget stops (asks its root for runs, stops for its budget).
+    budgeted = await runs.start(
+        owner,
+        "scripted",
+        script(
+            run("scripted", child(run("scripted", "deep"), {"say": "c"})),
+            run("scripted", child({"say": "d"})),
+            {"say": "never"},
+        ),
+        budget=Budget(runs=3),
+    )
+    await runs.wait(owner, budgeted, timeout=30)
     return {
+        "budget_stopped": budgeted,
         "tool_calls": tooled,
         "continued_as_new": continued,
         "fan_out": fan_out,

@@ -12,6 +12,7 @@ reads what its subtree spent and says which budget it exceeded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -146,6 +147,14 @@ class TreeBudget:
             start_to_close_timeout=timedelta(seconds=30),
         )
         return message
+
+    async def stopped(self) -> None:
+        """Wait for the cancels this run sent for a spent budget, if any: a run that
+        closed while the activity's completion was on its way would have its closing
+        workflow task refused (``UnhandledCommand``) and run again."""
+        if self.stopping is not None:
+            with contextlib.suppress(Exception):
+                await self.stopping
 
     async def _stop_tree(self, stop: BudgetStop) -> None:
         """Cancel the subtree whose budget is spent, and this run (a run cannot cancel

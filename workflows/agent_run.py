@@ -336,6 +336,7 @@ class AgentRunWorkflow:
         await self._children.stop_all()
         self._error = await self._tree.closing_error() or self._error
         self._publish("finish", summary=self.summary())
+        await self._tree.stopped()
         await self._tell_parent()
 
     async def _tell_parent(self) -> None:
