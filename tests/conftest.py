@@ -27,6 +27,7 @@ from agentrun import (
 from agentrun._agents import default_registry
 from agentrun._plugin import PayloadSettings
 from agentrun._server import temporal_binary as server_temporal_binary
+from tests.fake_openai import FakeOpenAI
 from tests.tool_functions import add, shout
 
 
@@ -119,6 +120,15 @@ async def worker(test_agents_client: Client, queue: str) -> AsyncIterator[Worker
 def runs(env: WorkflowEnvironment, queue: str, worker: Worker) -> AgentRunClient:
     """The owner's client, starting runs on the test's queue."""
     return AgentRunClient(env.client, queue)
+
+
+@pytest.fixture
+def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
+    """A local OpenAI-compatible server (tests/fake_openai.py), and an API key for it."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-fake-openai")
+    server = FakeOpenAI()
+    yield server
+    server.close()
 
 
 @pytest.fixture

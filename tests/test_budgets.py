@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from temporalio.client import Client
@@ -30,14 +30,6 @@ from tests.helpers import agentrun_cli, eventually
 FAN = 10
 LEVELS = 4
 CAP = 30  # the worker's AGENTRUN_MAX_RUNS_PER_TREE in the fan-out tests
-
-
-@pytest.fixture
-def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-budgets")
-    server = FakeOpenAI()
-    yield server
-    server.close()
 
 
 def worker_client(

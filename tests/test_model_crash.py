@@ -35,6 +35,16 @@ def spawn(variables: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=variables)
 
 
+async def kill_and_replace(
+    workers: list[subprocess.Popen[bytes]], variables: dict[str, str]
+) -> None:
+    """SIGKILL the worker mid-stream, and start another."""
+    await asyncio.sleep(0.5)
+    workers[-1].send_signal(signal.SIGKILL)
+    workers[-1].wait()
+    workers.append(spawn(variables))
+
+
 async def test_killed_model_turn_resumes_after_the_answered_call(
     env: WorkflowEnvironment, temporal: Client, queue: str, owner: str, tmp_path: Path
 ):
@@ -50,10 +60,7 @@ async def test_killed_model_turn_resumes_after_the_answered_call(
         run_id = await runs.start(owner, "wanderer", "find the thing")
         # The first call answered (a tool it lacks); the second is streaming slowly.
         await eventually(lambda: _count(fake), lambda n: n >= 2, timeout=90)
-        await asyncio.sleep(0.5)
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait()
-        workers.append(spawn(variables))
+        await kill_and_replace(workers, variables)
         summary = await runs.wait(owner, run_id, timeout=60)
         thread = await runs.thread(owner, run_id)
         tree = await runs.spend(owner, run_id)
@@ -122,10 +129,7 @@ async def test_a_tree_killed_mid_turn_counts_each_kept_response_once(
         root = await runs.start(owner, "planner", "Look into tides and winds")
         # Both researchers answered their first call and are streaming their second.
         await eventually(lambda: _count(fake), lambda n: n >= 4, timeout=90)
-        await asyncio.sleep(0.5)
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait()
-        workers.append(spawn(variables))
+        await kill_and_replace(workers, variables)
         final = await runs.wait(owner, root, timeout=120)
         tree = await runs.spend(owner, root)
     finally:

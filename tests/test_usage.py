@@ -7,7 +7,7 @@ OpenAI does when asked) delegates to two model-driven researchers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from genai_prices import Usage as PricedUsage
@@ -26,14 +26,6 @@ from tests.fake_openai import FakeOpenAI
 from tests.helpers import agentrun_cli
 
 PRICE = ModelPrice(input=1.5, output=4.0)
-
-
-@pytest.fixture
-def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-usage")
-    server = FakeOpenAI()
-    yield server
-    server.close()
 
 
 @pytest.fixture
