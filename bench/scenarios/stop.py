@@ -71,7 +71,7 @@ async def _baseline_running(client: Client) -> int:
     return (await client.count_workflows(query)).count
 
 
-async def _wait_running(client: Client, owner: str | None, size: int, timeout: float = 180) -> None:
+async def _wait_running(client: Client, owner: str | None, size: int, timeout: float = 300) -> None:
     """Until ``size`` runs of the owner (None: baseline nodes) are running."""
     deadline = time.monotonic() + timeout
     count = _baseline_running(client) if owner is None else _running(client, owner)
