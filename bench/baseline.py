@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from agentrun._constants import HEARTBEAT_EVERY, HEARTBEAT_THROTTLE, TURN_HEARTBEAT_TIMEOUT
     from agentrun._plugin import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT
     from agentrun._settings import load_settings
+    from bench._harness import shared_process_runner
 
 TURN_TIMEOUT = timedelta(minutes=5)
 
@@ -119,6 +120,7 @@ def baseline_worker(client: Client, queue: str) -> Worker:
         client,
         task_queue=queue,
         workflows=[BaselineParent, BaselineChild, BaselineTree],
+        workflow_runner=shared_process_runner(),
         activities=[baseline_turn, baseline_sleep],
         max_concurrent_activities=load_settings().max_concurrent_turns,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
