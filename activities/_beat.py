@@ -54,22 +54,28 @@ class Batching:
 class _Followers:
     """Whether anyone follows the run: its followers' polls of the stream keep moving.
 
-    Asks the run (query ``stream_polls``: no history) at once, again after
-    ``FOLLOWERS_FIRST_RECHECK`` (a quiet follower polls every half second), then every
-    ``FOLLOWERS_CHECK_EVERY``. A run polled at all since its worker took it counts as
-    followed at first; until the first answer, the turn streams as if unwatched (its
-    first event still goes at once).
+    Asks the run (query ``stream_polls``: no history) when the turn has its first
+    events to send, again after ``FOLLOWERS_FIRST_RECHECK`` (a quiet follower polls
+    every half second), then every ``FOLLOWERS_CHECK_EVERY`` while the turn still has
+    events to send. A turn with nothing to send does not ask: a query is a workflow
+    task on the worker, and a thousand sleeping turns asking every second kept the
+    worker from the runs' own tasks. A run polled at all since its worker took it
+    counts as followed at first; until the first answer, the turn streams as if
+    unwatched (its first event still goes at once).
     """
 
     def __init__(self, handle: WorkflowHandle[Any, Any]) -> None:
         self._handle = handle
         self.followed = False
         self._polls: int | None = None
+        self.sending = asyncio.Event()  # set by the beat when it has events to send
 
     async def watch(self) -> None:
         pause = 0.0
         while True:
             await asyncio.sleep(pause)
+            await self.sending.wait()
+            self.sending.clear()
             pause = FOLLOWERS_FIRST_RECHECK if self._polls is None else FOLLOWERS_CHECK_EVERY
             try:
                 polls = await self._handle.query(
@@ -117,6 +123,8 @@ async def beating(
         details = durable.model_dump(mode="json")
         while True:
             now, latest = clock(), progress.checkpoint
+            if progress.unsent:
+                followers.sending.set()
             if progress.unsent and now - flushed_at >= every():
                 sending, progress.unsent = progress.unsent, []
                 for event in sending:

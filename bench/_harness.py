@@ -13,6 +13,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from agentrun import AgentRegistry, AgentRunPlugin
 from agentrun._server import SQLITE_PRAGMAS, EmbeddedServer
@@ -87,6 +88,21 @@ async def agentrun_worker(
     served = Client(client.service_client, namespace=client.namespace, plugins=[plugin])
     async with Worker(served, task_queue=queue):
         yield queue
+
+
+def shared_process_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox for a baseline's or a peer's worker in the bench's process.
+
+    agentrun's worker imports an MCP client, whose dependency ``py-key-value-aio``
+    installs ``beartype.claw``'s import hook for the whole process: from then on every
+    module a sandbox imports goes through it, which imports beartype's ~370 modules
+    into each new workflow's sandbox (a third of a second and more on this machine).
+    agentrun's plugin passes beartype through; a baseline or peer in its own process
+    would never see the hook, so theirs passes it through too.
+    """
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("beartype")
+    )
 
 
 def new_queue(prefix: str) -> str:

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from agentrun._constants import HEARTBEAT_EVERY, HEARTBEAT_THROTTLE, TURN_HEARTBEAT_TIMEOUT
     from agentrun._plugin import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT
     from agentrun._settings import load_settings
+    from bench._harness import shared_process_runner
 
 TURN_TIMEOUT = timedelta(minutes=5)
 
@@ -86,7 +87,10 @@ async def baseline_sleep(seconds: float) -> None:
 @workflow.defn(name="BaselineTree")
 class BaselineTree:
     """A node of a stop-cascade tree: ``fanout[0]`` children of ``fanout[1:]`` each, or a
-    sleeping leaf. A cancel cascades the SDK's way (the awaiting child handles cancel)."""
+    sleeping leaf. A cancel cascades the SDK's way (the awaiting child handles cancel),
+    and a node closes only once every child has closed, as an agentrun run does: a
+    plain ``gather`` would close it at its first cancelled child, and Temporal would
+    terminate the rest (parent close policy) before their sleeps saw the cancel."""
 
     @workflow.run
     async def run(self, fanout: list[int]) -> None:
@@ -104,7 +108,10 @@ class BaselineTree:
             workflow.execute_child_workflow(BaselineTree.run, fanout[1:], id=f"{me}.{n + 1}")
             for n in range(fanout[0])
         ]
-        await asyncio.gather(*children)
+        # Cancelled, this gather cancels every child, waits for all, then raises.
+        for result in await asyncio.gather(*children, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
 
 
 def baseline_worker(client: Client, queue: str) -> Worker:
@@ -113,6 +120,7 @@ def baseline_worker(client: Client, queue: str) -> Worker:
         client,
         task_queue=queue,
         workflows=[BaselineParent, BaselineChild, BaselineTree],
+        workflow_runner=shared_process_runner(),
         activities=[baseline_turn, baseline_sleep],
         max_concurrent_activities=load_settings().max_concurrent_turns,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,

@@ -342,9 +342,13 @@ class AgentRunWorkflow:
     async def _tell_parent(self) -> None:
         """How runs stopped before a parent read a child's summary from the child itself:
         by a signal, which any client of the namespace could forge (docs/reliability.md).
-        Patched, so those runs replay as they ran; a run now sends nothing."""
+        Patched, so those runs replay as they ran; a run now sends nothing. A live run
+        asks no patch (no marker, no upsert at each stop): only a replayed history can
+        be one from before, and its markers say which."""
         parent = workflow.info().parent
-        if parent is None or workflow.patched(CHILD_REPORT_PATCH):
+        if parent is None or not workflow.unsafe.is_replaying():
+            return
+        if workflow.patched(CHILD_REPORT_PATCH):
             return
         if not workflow.patched("child-settled-signal"):
             return

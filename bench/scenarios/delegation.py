@@ -86,10 +86,10 @@ async def run_latency(report: Report) -> None:
     _latency_figures(report, ours, theirs, inprocess)
 
 
-async def _tree_history(client: Client, parent_id: str) -> int:
+async def _tree_history(client: Client, parent_id: str, child_id: str) -> int:
     """History events of a parent and its one child."""
     total = 0
-    for workflow_id in (parent_id, f"{parent_id}.1-scripted"):
+    for workflow_id in (parent_id, child_id):
         total += len((await client.get_workflow_handle(workflow_id).fetch_history()).events)
     return total
 
@@ -104,7 +104,9 @@ async def _history_figures(
     await plain.execute_workflow(
         BaselineParent.run, ParentInput(children=1), id=base_id, task_queue=queue
     )
-    ours, theirs = await _tree_history(runs.temporal, run_id), await _tree_history(plain, base_id)
+    # agentrun names a child <parent>.<n>-<agent> (#16); the baseline, <parent>.<n>.
+    ours = await _tree_history(runs.temporal, run_id, f"{run_id}.1-scripted")
+    theirs = await _tree_history(plain, base_id, f"{base_id}.1")
     s = "delegation"
     report.add(Figure(s, "history events, agentrun parent+child", ours, "events"))
     report.add(Figure(s, "history events, baseline parent+child", theirs, "events"))

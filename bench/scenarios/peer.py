@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         new_owner,
         new_queue,
         percentile,
+        shared_process_runner,
     )
 
 STEPS = 10
@@ -127,6 +128,7 @@ def peer_worker(client: Client, queue: str) -> Worker:
         client,
         task_queue=queue,
         workflows=[PeerTenSteps],
+        workflow_runner=shared_process_runner(),  # the plugin adds its pass-through
         max_concurrent_activities=load_settings().max_concurrent_turns,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
