@@ -24,7 +24,8 @@ def tree_script(children: int, nap: float) -> str:
 
 
 async def started(runs: AgentRunClient, owner: str, run_id: str) -> None:
-    await eventually(lambda: runs.summary(owner, run_id), lambda s: s is not None, timeout=30)
+    # Generous: three worker processes start on a machine that may be loaded.
+    await eventually(lambda: runs.summary(owner, run_id), lambda s: s is not None, timeout=120)
 
 
 async def assert_tree_completed(runs: AgentRunClient, owner: str, root: str, children: int):
