@@ -47,8 +47,11 @@ def _delegate(prompt: object) -> dict[str, object]:
 
 # runs in the tree: (middle runs under the root, leaves under each middle; 0 = leaves only).
 SHAPES = {10: (9, 0), 100: (9, 10), 300: (13, 22)}
-# Every leaf of the 300 tree holds a turn: both workers get room for them.
+# Every leaf of the 300 tree holds a turn: both workers get room for them, and the
+# tree's one owner may hold them all (by default an owner gets half the slots, and
+# the middles' turns would wait behind 200 sleeping leaves).
 MAX_TURNS_ENV = "AGENTRUN_MAX_CONCURRENT_TURNS"
+MAX_OWNER_TURNS_ENV = "AGENTRUN_MAX_TURNS_PER_OWNER"
 TURN_SLOTS = "400"
 
 
@@ -233,7 +236,7 @@ async def stop_once(runs: AgentRunClient, size: int) -> Stopped:
 async def run(report: Report) -> None:
     """Stop trees of 10, 100 and 300 runs, agentrun's and the baseline's, a few times."""
     repeats = 1 if QUICK else 3
-    os.environ[MAX_TURNS_ENV] = TURN_SLOTS
+    os.environ[MAX_TURNS_ENV] = os.environ[MAX_OWNER_TURNS_ENV] = TURN_SLOTS
     try:
         async with fresh_server() as server, agentrun_worker(server.client) as queue:
             baseline_queue = new_queue("baseline")
@@ -257,7 +260,7 @@ async def run(report: Report) -> None:
                     )
                     _report_histories(report, size, ours, theirs)
     finally:
-        del os.environ[MAX_TURNS_ENV]
+        del os.environ[MAX_TURNS_ENV], os.environ[MAX_OWNER_TURNS_ENV]
 
 
 def _report(report: Report, size: int, results: list[Stopped], bases: list[float]) -> None:
