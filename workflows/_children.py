@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from pydantic import JsonValue
 from temporalio import workflow
@@ -67,6 +68,7 @@ SETTLE_TIMEOUT = timedelta(seconds=10)
 CHILD_REPORT_PATCH = "child-report-from-execution"
 # Runs that name children ``<parent>.<n>-<agent>``, numbered before their start.
 CHILD_IDS_PATCH = "child-ids-with-agent"
+_Read = TypeVar("_Read", RunState, RunSummary)
 # Ids a new child tries: its number, then that with a random suffix (docs/reliability.md).
 CHILD_ID_ATTEMPTS = 3
 
@@ -382,22 +384,22 @@ class Children:
         await workflow.get_external_workflow_handle(run_id).cancel()
 
     async def _read(self, run_id: str) -> RunState | None:
-        state: RunState | None = await workflow.execute_activity(
-            READ_RUN_ACTIVITY,
-            ReadRunInput(run_id=run_id),
-            result_type=RunState | None,  # type: ignore[arg-type]
-            start_to_close_timeout=timedelta(seconds=30),
-        )
-        return state
+        """The child's state, read by an activity (workflows cannot query each other)."""
+        return await _read_run(READ_RUN_ACTIVITY, run_id, RunState)
 
     async def _read_summary(self, run_id: str) -> RunSummary | None:
-        summary: RunSummary | None = await workflow.execute_activity(
-            READ_SUMMARY_ACTIVITY,
-            ReadRunInput(run_id=run_id),
-            result_type=RunSummary | None,  # type: ignore[arg-type]
-            start_to_close_timeout=timedelta(seconds=30),
-        )
-        return summary
+        """The child's summary alone (a closed child's replays its history)."""
+        return await _read_run(READ_SUMMARY_ACTIVITY, run_id, RunSummary)
+
+
+async def _read_run(activity: str, run_id: str, result: type[_Read]) -> _Read | None:
+    read: _Read | None = await workflow.execute_activity(
+        activity,
+        ReadRunInput(run_id=run_id),
+        result_type=result | None,  # type: ignore[arg-type]
+        start_to_close_timeout=timedelta(seconds=30),
+    )
+    return read
 
 
 def _cancels_at_once(running: int) -> bool:
