@@ -23,12 +23,12 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun._causal import CauseFirst
 from agentrun._constants import DEFAULT_TASK_QUEUE, QUERY_RUN_STATE, QUERY_THREAD, WORKFLOW_TYPE
-from agentrun._delegation import DelegationError, not_resumable, not_running, unknown_run
+from agentrun._delegation import DelegationError, not_resumable, unknown_run
 from agentrun._follow import follow
 from agentrun._listing import ListedRun, VisibleRun, list_owner_runs, list_tree, owner_query
 from agentrun._models import (
@@ -47,6 +47,7 @@ from agentrun._reading import Listing, NoAnswerError, RunReader
 from agentrun._run_ids import agent_part
 from agentrun._spend import spend_by_run, subtree_query, subtree_spend, tree_total
 from agentrun._steering import Steering, refused
+from agentrun._stopping import TreeStop, descendants, retried
 from agentrun._task_queue import worker_polls
 from agentrun._usage import Budget, Usage
 from agentrun._visibility import start_search_attributes
@@ -69,15 +70,6 @@ _WAIT_RETRY_STATUSES = (
 _WAIT_PAUSE_FIRST = 0.1
 _WAIT_PAUSE_LONGEST = 2.0
 _LIVE: tuple[Status, ...] = ("running", "stopped")
-# A stop's cancel requests outlast a busy or briefly unreachable server.
-_CANCEL_RETRY_STATUSES = (
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.CANCELLED,
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
-)
-_CANCEL_ATTEMPTS = 8
-_CANCEL_PAUSE_LONGEST = 8.0
 
 
 class StreamedEvent(BaseModel):
@@ -276,32 +268,18 @@ class AgentRunClient:
 
         No run is queried: the tree comes from visibility, a running run's latest text
         from its turn's heartbeat (``describe``), and each final summary from how the
-        run closed. A busy or unreachable server is retried, not raised, while it may
-        pass; a run that has not closed within 30 s is returned as it was.
+        run closed (``agentrun._stopping``). A busy or unreachable server is asked
+        again, not raised, while it may pass; a run still open once nothing in the
+        subtree has closed for 30 s is returned as it was.
 
         Raises:
             DelegationError: ``Unknown run_id: …`` or ``Run '…' is not running …``.
         """
-        seen = await self._reader.visible(owner_thread_id, run_id)
+        seen = await retried(lambda: self._reader.visible(owner_thread_id, run_id))
         if seen is None:
             raise unknown_run(run_id)
         root = await self._reader.current(seen, Listing(queries=False))
-        # A stopped run cancels the children it runs (workflows/_children.py), so the
-        # root's cancel goes out at once and cascades through Temporal while the walk
-        # finds the runs no running parent will cancel: one cancel per run.
-        first = asyncio.create_task(self._cancel(root.run_id)) if root.status == "running" else None
-        tree = await self._tree(seen, root, queries=False)
-        running = {s.run_id: s for _, s in tree if s.status == "running"}
-        cascaded = _cascaded(tree) | ({root.run_id} if first else set())
-        if first is not None:
-            await first
-            running[root.run_id] = root
-        if not running:
-            raise not_running(run_id, root.status)
-        await asyncio.gather(*(self._cancel(r) for r in running if r not in cascaded))
-        finals = await asyncio.gather(*(self._final(s) for s in running.values()))
-        closed = {final.run_id: final for final in finals}
-        return [closed.get(s.run_id, s) for _, s in tree]
+        return await TreeStop(self.temporal, self._reader, seen).stop(root)
 
     async def resume(
         self,
@@ -463,7 +441,7 @@ class AgentRunClient:
         ``describe`` show it)."""
         root_id = seen.execution.root_id or root.run_id
         runs = await list_tree(self.temporal, root.owner_thread_id, root_id)
-        below = [runs[r] for r in _descendants(runs, root.run_id)]
+        below = [runs[r] for r in descendants(runs, root.run_id)]
         listing = Listing(queries)
         # Each run's own summary, not its parent's record of it: the latest text is there.
         currents = await asyncio.gather(*(self._reader.current(run, listing) for run in below))
@@ -504,51 +482,6 @@ class AgentRunClient:
             static_details=static_details(run_input, run_id),
         )
 
-    async def _cancel(self, run_id: str) -> None:
-        """Request the run's cancel; a busy or unreachable server is asked again, with
-        backoff, for about half a minute before its error is raised."""
-        pause = _WAIT_PAUSE_FIRST
-        for attempt in range(1, _CANCEL_ATTEMPTS + 1):
-            try:
-                await self._reader.bounded(self.temporal.get_workflow_handle(run_id).cancel())
-                return
-            except RPCError as err:
-                if err.status == RPCStatusCode.NOT_FOUND:
-                    return
-                if err.status not in _CANCEL_RETRY_STATUSES or attempt == _CANCEL_ATTEMPTS:
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _CANCEL_PAUSE_LONGEST)
-
-    async def _final(self, running: RunSummary) -> RunSummary:
-        """The summary of a run being stopped once it has closed, from how it closed.
-
-        A closed run's queries replay its whole history on a worker; its result does
-        not: a completed run's result is its summary, a failed run's error carries it,
-        and a stopped run is what it was with the status ``stopped``.
-        """
-        handle = self.temporal.get_workflow_handle(running.run_id, result_type=RunSummary)
-        try:
-            return await self._reader.bounded(
-                asyncio.wait_for(handle.result(follow_runs=True), _CLOSE_WAIT.total_seconds())
-            )
-        except WorkflowFailureError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.details:
-                return RunSummary.model_validate(cause.details[0])
-            if isinstance(cause, CancelledError):
-                return running.model_copy(update={"status": "stopped"})
-        except (WorkflowContinuedAsNewError, RPCError, TimeoutError):
-            pass
-        # Closed some other way, or not closed yet: as Temporal describes it, best effort.
-        try:
-            seen = await self._reader.visible(running.owner_thread_id, running.run_id)
-            if seen is None:
-                return running
-            return await self._reader.current(seen, Listing(queries=False))
-        except RPCError:
-            return running
-
     async def _closed(self, run_id: str) -> None:
         """Wait until the run's current execution has closed, however it closed."""
         handle = self.temporal.get_workflow_handle(run_id)
@@ -556,37 +489,6 @@ class AgentRunClient:
             WorkflowFailureError, WorkflowContinuedAsNewError, RPCError, TimeoutError
         ):
             await asyncio.wait_for(handle.result(follow_runs=True), _CLOSE_WAIT.total_seconds())
-
-
-def _descendants(runs: dict[str, VisibleRun], top: str) -> list[str]:
-    """The run ids below ``top``, depth first, siblings by run_id."""
-    children: dict[str, list[str]] = {}
-    for run_id, run in runs.items():
-        if run.summary.parent_run_id is not None:
-            children.setdefault(run.summary.parent_run_id, []).append(run_id)
-    order: list[str] = []
-    visited = {top}
-    stack = sorted(children.get(top, []), reverse=True)
-    while stack:
-        run_id = stack.pop()
-        if run_id in visited:
-            continue
-        visited.add(run_id)
-        order.append(run_id)
-        stack.extend(sorted(children.get(run_id, []), reverse=True))
-    return order
-
-
-def _cascaded(tree: list[tuple[VisibleRun, RunSummary]]) -> set[str]:
-    """The running runs whose running parent stops them itself when it stops."""
-    status = {summary.run_id: summary.status for _, summary in tree}
-    return {
-        summary.run_id
-        for run, summary in tree
-        if summary.status == "running"
-        and run.execution.parent_id is not None
-        and status.get(run.execution.parent_id) == "running"
-    }
 
 
 def _new_run_id(run_id: str | None, agent_id: str) -> str:

@@ -93,11 +93,15 @@ async def main() -> None:
     report = Report()
     host = machine()
     started = time.perf_counter()
+    durations: dict[str, float] = {}
     for name, scenario in {**SCENARIOS, **OPTIONAL}.items():
         if (only and name not in only) or (not only and name in OPTIONAL):
             continue
         print(f"== {name}", flush=True)
+        began = time.perf_counter()
         await scenario(report)
+        durations[name] = round(time.perf_counter() - began, 1)
+        print(f"== {name}: {durations[name]:.0f} s", flush=True)
     host["load_after"] = machine()["load_before"]
     elapsed = time.perf_counter() - started
     print_table(report)
@@ -114,6 +118,7 @@ async def main() -> None:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": QUICK,
         "seconds": round(elapsed, 1),
+        "scenario_seconds": durations,
         "machine": host,
         "figures": [dataclasses.asdict(f) for f in report.figures],
         "samples": report.samples,

@@ -47,6 +47,9 @@ def _delegate(prompt: object) -> dict[str, object]:
 
 # runs in the tree: (middle runs under the root, leaves under each middle; 0 = leaves only).
 SHAPES = {10: (9, 0), 100: (9, 10), 300: (13, 22)}
+# Stops of each tree per side: the 300 tree once (building it and its 286 heartbeating
+# leaves is most of the scenario's time), the others three times (once when quick).
+REPEATS = {10: 3, 100: 3, 300: 1}
 # Every leaf of the 300 tree holds a turn: both workers get room for them, and the
 # tree's one owner may hold them all (by default an owner gets half the slots, and
 # the middles' turns would wait behind 200 sleeping leaves).
@@ -234,14 +237,14 @@ async def stop_once(runs: AgentRunClient, size: int) -> Stopped:
 
 
 async def run(report: Report) -> None:
-    """Stop trees of 10, 100 and 300 runs, agentrun's and the baseline's, a few times."""
-    repeats = 1 if QUICK else 3
+    """Stop trees of 10, 100 and 300 runs, agentrun's and the baseline's (``REPEATS``)."""
     os.environ[MAX_TURNS_ENV] = os.environ[MAX_OWNER_TURNS_ENV] = TURN_SLOTS
     try:
         async with fresh_server() as server, agentrun_worker(server.client) as queue:
             baseline_queue = new_queue("baseline")
             async with baseline_worker(server.client, baseline_queue):
                 for size in SHAPES:
+                    repeats = 1 if QUICK else REPEATS[size]
                     runs = AgentRunClient(server.client, queue)
                     results = [await stop_once(runs, size) for _ in range(repeats)]
                     bases = [

@@ -1,0 +1,242 @@
+"""Stopping a subtree at Temporal's own speed, with no query to any run.
+
+A stopped run cancels the children it runs and closes only once they have closed
+(workflows/_children.py), so one cancel at the top cascades through Temporal as a
+plain workflow tree's does. The client adds only what the caller is owed:
+
+- the runs no running parent will cancel (children resumed after their parent closed)
+  get a cancel of their own: the *tops*, with the run stopped;
+- each run's latest text, read from its turn's heartbeat (``describe``) once the
+  cancels are on their way;
+- the wait: one result long poll per top (a top closes after everything below it),
+  and a visibility count of the subtree's running runs, which says whether the stop
+  still makes progress and when visibility has caught up;
+- each final summary, from one listing of how every run closed (a completed or
+  failed run's result is read: it carries the summary).
+
+A busy or unreachable server is asked again with backoff, never raised while it may
+pass; a run that has not closed once nothing in the subtree has closed for 30 s is
+returned as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowFailureError
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.service import RPCError, RPCStatusCode
+
+from agentrun._delegation import not_running
+from agentrun._listing import VisibleRun, list_tree
+from agentrun._models import RunSummary
+from agentrun._reading import Listing, RunReader
+from agentrun._spend import subtree_query
+
+__all__ = ["RETRY_STATUSES", "TreeStop", "descendants", "retried"]
+
+T = TypeVar("T")
+
+# What a stop outlasts: a busy, slow or briefly unreachable server.
+RETRY_STATUSES = (
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+)
+_ATTEMPTS = 8
+_PAUSE_FIRST = 0.1
+_PAUSE_LONGEST = 8.0
+# A stop gives up waiting once nothing in the subtree has closed for this long.
+STALL_SECONDS = 30.0
+# While the tops are open, how often the subtree's running runs are counted (progress).
+_PROGRESS_EVERY = 2.0
+# Once the tops have closed, how visibility is asked until it shows every close.
+_CAUGHT_UP_PAUSE_FIRST = 0.02
+_CAUGHT_UP_PAUSE_LONGEST = 1.0
+
+
+async def retried(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``; a busy or unreachable server is asked again, with backoff, for about
+    half a minute before its error is raised."""
+    pause = _PAUSE_FIRST
+    for _ in range(1, _ATTEMPTS):
+        try:
+            return await call()
+        except RPCError as err:
+            if err.status not in RETRY_STATUSES:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _PAUSE_LONGEST)
+    return await call()
+
+
+def descendants(runs: dict[str, VisibleRun], top: str) -> list[str]:
+    """The run ids below ``top``, depth first, siblings by run_id."""
+    children: dict[str, list[str]] = {}
+    for run_id, run in runs.items():
+        if run.summary.parent_run_id is not None:
+            children.setdefault(run.summary.parent_run_id, []).append(run_id)
+    order: list[str] = []
+    visited = {top}
+    stack = sorted(children.get(top, []), reverse=True)
+    while stack:
+        run_id = stack.pop()
+        if run_id in visited:
+            continue
+        visited.add(run_id)
+        order.append(run_id)
+        stack.extend(sorted(children.get(run_id, []), reverse=True))
+    return order
+
+
+class TreeStop:
+    """One ``stop_tree``: the cancels, the wait, the final summaries."""
+
+    def __init__(self, client: Client, reader: RunReader, seen: VisibleRun) -> None:
+        """Stop the run ``seen`` (already checked to be the owner's) and its subtree."""
+        self._client = client
+        self._reader = reader
+        self._seen = seen
+        self._owner = seen.summary.owner_thread_id
+
+    async def stop(self, root: RunSummary) -> list[RunSummary]:
+        """The subtree's final summaries, root first, depth first.
+
+        Raises:
+            DelegationError: ``Run '…' is not running …`` when nothing in it runs.
+        """
+        first = asyncio.create_task(self.cancel(root.run_id)) if root.status == "running" else None
+        root_id = self._seen.execution.root_id or root.run_id
+        runs = await retried(lambda: list_tree(self._client, self._owner, root_id))
+        below = [runs[r] for r in descendants(runs, root.run_id)]
+        tops = [run for run in below if _open(run) and not _cascaded(run, runs)]
+        await asyncio.gather(*(self.cancel(run.summary.run_id) for run in tops))
+        if first is not None:
+            await first
+        elif not tops and not any(_open(run) for run in below):
+            raise not_running(root.run_id, root.status)
+        # The latest texts, read while the cancels travel: a turn's heartbeat has them.
+        listing = Listing(queries=False)
+        currents = await asyncio.gather(*(self._reader.current(run, listing) for run in below))
+        tree = [root, *currents]
+        running = {s.run_id: s for s in tree if s.status == "running"}
+        top_ids = [s.run_id for s in ([root] if first else []) + [t.summary for t in tops]]
+        finals = await self._wait(root.run_id, [running[t] for t in top_ids if t in running])
+        closed = await self._closed(root_id, running, finals)
+        return [closed.get(s.run_id, s) for s in tree]
+
+    async def cancel(self, run_id: str) -> None:
+        """Request the run's cancel; a run already gone is nothing to cancel."""
+        handle = self._client.get_workflow_handle(run_id)
+        try:
+            await retried(lambda: self._reader.bounded(handle.cancel()))
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+    async def _wait(self, top_id: str, tops: list[RunSummary]) -> dict[str, RunSummary]:
+        """Until the tops have closed and visibility shows nothing running below
+        ``top_id``, or nothing has closed for ``STALL_SECONDS``; the tops' finals."""
+        closing = {top.run_id: asyncio.create_task(self._final(top)) for top in tops}
+        query = f"{subtree_query(self._owner, top_id)} AND ExecutionStatus = 'Running'"
+        stall = _Stall()
+        pause = _CAUGHT_UP_PAUSE_FIRST
+        try:
+            while True:
+                pending = [task for task in closing.values() if not task.done()]
+                if pending:
+                    await asyncio.wait(pending, timeout=_PROGRESS_EVERY)
+                running = await self._count(query)
+                if running == 0 or stall.stalled(running):
+                    break
+                if not pending:
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _CAUGHT_UP_PAUSE_LONGEST)
+        finally:
+            for task in closing.values():
+                task.cancel()
+        done = (task for task in closing.values() if task.done() and not task.cancelled())
+        finals = (task.result() for task in done)
+        return {final.run_id: final for final in finals if final is not None}
+
+    async def _count(self, query: str) -> int | None:
+        """The subtree's running runs as visibility counts them; None if it cannot say."""
+        try:
+            counted = await retried(lambda: self._client.count_workflows(query))
+        except RPCError:
+            return None
+        return counted.count
+
+    async def _final(self, running: RunSummary) -> RunSummary | None:
+        """A top's final summary once it has closed, from how it closed; None when
+        the listing says it better (closed some other way, or not known to have closed).
+
+        A completed run's result is its summary, a failed run's error carries it, and
+        a stopped run is what it was with the status ``stopped``.
+        """
+        handle = self._client.get_workflow_handle(running.run_id, result_type=RunSummary)
+        try:
+            return await retried(lambda: handle.result(follow_runs=True))
+        except WorkflowFailureError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.details:
+                with contextlib.suppress(ValueError):
+                    return RunSummary.model_validate(cause.details[0])
+            if isinstance(cause, CancelledError):
+                return running.model_copy(update={"status": "stopped"})
+        except (WorkflowContinuedAsNewError, RPCError):
+            pass
+        return None
+
+    async def _closed(
+        self, root_id: str, running: dict[str, RunSummary], finals: dict[str, RunSummary]
+    ) -> dict[str, RunSummary]:
+        """Each run that was running, as it closed: one listing of the tree, and a read
+        of the result of a run that completed or failed meanwhile."""
+        try:
+            runs = await retried(lambda: list_tree(self._client, self._owner, root_id))
+        except RPCError:
+            return finals
+        listing = Listing(queries=False)
+
+        async def final(was: RunSummary) -> RunSummary:
+            known = finals.get(was.run_id)
+            now = runs.get(was.run_id)
+            if known is not None or now is None or now.closed is None:
+                return known or was
+            if now.summary.status == "stopped":
+                return was.model_copy(update={"status": "stopped"})
+            return await self._reader.current(now, listing)
+
+        closed = await asyncio.gather(*(final(was) for was in running.values()))
+        return {summary.run_id: summary for summary in closed}
+
+
+class _Stall:
+    """Whether a stop still makes progress: the running count fell within the window."""
+
+    def __init__(self) -> None:
+        self._fewest: int | None = None
+        self._since = time.monotonic()
+
+    def stalled(self, running: int | None) -> bool:
+        now = time.monotonic()
+        if running is not None and (self._fewest is None or running < self._fewest):
+            self._fewest, self._since = running, now
+        return now - self._since > STALL_SECONDS
+
+
+def _open(run: VisibleRun) -> bool:
+    return run.closed is None and run.summary.status == "running"
+
+
+def _cascaded(run: VisibleRun, runs: dict[str, VisibleRun]) -> bool:
+    """Whether the run's running parent stops it when it stops (its own child)."""
+    parent_id = run.execution.parent_id
+    parent = runs.get(parent_id) if parent_id is not None else None
+    return parent is not None and _open(parent)
