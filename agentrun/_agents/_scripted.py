@@ -23,6 +23,8 @@ MAX_SLEEP = 7 * 24 * 3600.0
 # A script is one prompt: its steps run in one turn, each checkpointed with the turn's
 # messages so far. Bounded, so no prompt can keep a turn from its heartbeats.
 MAX_SCRIPT_STEPS = 5000
+# The calls one ``tools`` step makes at once (a run has at most 100 children).
+MAX_CALLS_PER_STEP = 100
 _RUN_REF = re.compile(r"^\$(\d+)$")
 
 
@@ -43,15 +45,23 @@ class ToolStep(_Strict):
     args: dict[str, JsonValue] = Field(default_factory=dict)
 
 
+class ToolsStep(_Strict):
+    """Several calls in one step, as a model's response with parallel tool calls: a
+    delegating run asks its root for all of their runs at once."""
+
+    tools: list[ToolStep] = Field(min_length=1, max_length=MAX_CALLS_PER_STEP)
+
+
 class FailStep(_Strict):
     fail: str
 
 
-ScriptStep = SayStep | SleepStep | ToolStep | FailStep
+ScriptStep = SayStep | SleepStep | ToolStep | ToolsStep | FailStep
 _STEP_TYPES: dict[str, type[_Strict]] = {
     "say": SayStep,
     "sleep": SleepStep,
     "tool": ToolStep,
+    "tools": ToolsStep,
     "fail": FailStep,
 }
 
@@ -100,13 +110,13 @@ def _parse_step(index: int, raw: object) -> ScriptStep:
     if len(kinds) != 1:
         raise ScriptError(
             f"Invalid script: step {index} must have exactly one of "
-            f"'say', 'sleep', 'tool', 'fail', got {json.dumps(raw)[:80]}"
+            f"'say', 'sleep', 'tool', 'tools', 'fail', got {json.dumps(raw)[:80]}"
         )
     try:
         step = _STEP_TYPES[kinds[0]].model_validate(raw)
     except ValidationError as err:
         raise ScriptError(f"Invalid script: step {index}: {describe_errors(err)}") from None
-    assert isinstance(step, SayStep | SleepStep | ToolStep | FailStep)
+    assert isinstance(step, SayStep | SleepStep | ToolStep | ToolsStep | FailStep)
     return step
 
 
@@ -144,13 +154,18 @@ class ScriptedAgent:
             return Step(state=advanced, error=current.fail)
         if isinstance(current, SleepStep):
             return await _sleep_slice(current.sleep, state, advanced)
-        call = ToolCall(
-            id=f"call-{ctx.epoch}-{script_at}-{position + 1}",
-            name=current.tool,
-            args=_resolve_args(current.args, lambda: _run_refs(ctx.thread, script_at)),
-        )
-        message = Message(role="assistant", tool_calls=[call])
-        return Step(messages=[message], state=advanced, tool_calls=[call])
+        tools = current.tools if isinstance(current, ToolsStep) else [current]
+        prefix = f"call-{ctx.epoch}-{script_at}-{position + 1}"
+        calls = [
+            ToolCall(
+                id=prefix if len(tools) == 1 else f"{prefix}-{index}",
+                name=tool.tool,
+                args=_resolve_args(tool.args, lambda: _run_refs(ctx.thread, script_at)),
+            )
+            for index, tool in enumerate(tools, start=1)
+        ]
+        message = Message(role="assistant", tool_calls=calls)
+        return Step(messages=[message], state=advanced, tool_calls=calls)
 
 
 def _say(ctx: StepContext, text: str, state: dict[str, JsonValue], *, finished: bool) -> Step:

@@ -62,9 +62,14 @@ def tree_script(size: int) -> str:
     """A root over 9 leaves (10 runs), or over middles of leaves (100: 9 x 10; 300: 13 x 22)."""
     middles, leaves = SHAPES[size]
     if leaves == 0:
-        return json.dumps({"steps": [_delegate(LEAF)] * middles})
-    middle = {"steps": [_delegate(LEAF)] * leaves}
-    return json.dumps({"steps": [_delegate(middle)] * middles})
+        return json.dumps(fan_out(LEAF, middles))
+    return json.dumps(fan_out(fan_out(LEAF, leaves), middles))
+
+
+def fan_out(child: object, count: int) -> dict[str, object]:
+    """A script that starts ``count`` children in one step, as a model's response with
+    parallel tool calls: a middle run asks its root for runs once (docs/budgets.md)."""
+    return {"steps": [{"tools": [_delegate(child)] * count}]}
 
 
 async def _running(client: Client, owner: str) -> int:

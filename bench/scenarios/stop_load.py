@@ -32,7 +32,7 @@ from agentrun._agents import default_registry
 from agentrun._tools import as_tool
 from bench._harness import QUICK, Figure, Report, agentrun_worker, fresh_server, new_owner
 from bench.scenarios.memory import ROOT
-from bench.scenarios.stop import _delegate, _running
+from bench.scenarios.stop import _running, fan_out
 
 # 1 + 27 + 27 x 36 = 1,000 runs (quick: 1 + 9 + 9 x 10 = 100)
 MIDDLES, LEAVES = (9, 10) if QUICK else (27, 36)
@@ -55,8 +55,7 @@ def _registry() -> AgentRegistry:
 
 def tree_script() -> str:
     leaf = {"steps": [{"tool": "lookup", "args": {"key": "k"}}]}
-    middle = {"steps": [_delegate(leaf)] * LEAVES}
-    return json.dumps({"steps": [_delegate(middle)] * MIDDLES})
+    return json.dumps(fan_out(fan_out(leaf, LEAVES), MIDDLES))
 
 
 class _CountQueries(Interceptor):
