@@ -19,12 +19,11 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic_ai import ModelRetry, RunContext
 from pydantic_ai.exceptions import ToolFailed
-from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.usage import RunUsage
 from pydantic_core import to_jsonable_python
@@ -35,6 +34,11 @@ from temporalio.service import RPCError
 from agentrun._constants import EVENTS_TOPIC, HEARTBEAT_EVERY
 from agentrun._models import AgentEvent, ToolCallInput, ToolOutcome
 from agentrun._tools import AgentTool, MCPServer, ToolContext
+
+if TYPE_CHECKING:
+    # The MCP client (fastmcp) is imported by a worker that has MCP servers only: it
+    # costs an idle worker about 45 MB and its start a second or more.
+    from pydantic_ai.mcp import MCPToolset
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +124,8 @@ class MCPTools:
 
 def _toolset(server: MCPServer) -> MCPToolset[Any]:
     """A client of ``server``: each list or call opens a session on it."""
+    from pydantic_ai.mcp import MCPToolset
+
     if server.url is not None:
         return MCPToolset(server.url, id=server.name, read_timeout=server.timeout.total_seconds())
     from fastmcp.client.transports import StdioTransport
