@@ -60,6 +60,7 @@ def tool_toml(**extra: str) -> str:
             'shout = { function = "tests.tool_functions:shout", timeout = 30, retries = 2 }',
             'slow = { function = "tests.tool_functions:slow", heartbeat_timeout = 2 }',
             'boom = { function = "tests.tool_functions:boom", retries = 1 }',
+            'tally = "tests.tool_functions:tally"',
             "[mcp_servers.docs]",
             f'command = "{sys.executable}"',
             f'args = ["{MCP_SERVER}"]',
@@ -195,14 +196,22 @@ async def test_tool_progress_is_streamed_as_events(
     tooled: AgentRunClient, owner: str, tmp_path: Path
 ):
     marker = tmp_path / "slow"
-    run_id = await tooled.start(
-        owner, "scripted", script(tool("slow", seconds=0.2, marker=str(marker)))
-    )
+    steps = [tool("slow", seconds=0.2, marker=str(marker)), tool("tally", items=["a", "b"])]
+    run_id = await tooled.start(owner, "scripted", script(*steps))
     await tooled.wait(owner, run_id, timeout=60)
     kinds = [(item.event.kind, item.event.text) async for item in tooled.events(owner, run_id)]
-    assert ("tool_progress", "slow: sleeping 0.2s") in kinds
+    # An async tool's line, then a sync tool's (it reports from its thread), in order.
+    assert [(k, text) for k, text in kinds if k == "tool_progress"] == [
+        ("tool_progress", "slow: sleeping 0.2s"),
+        ("tool_progress", "tally: 1 a"),
+        ("tool_progress", "tally: 2 b"),
+    ]
     assert [k for k, _ in kinds if k.startswith("tool")] == [
         "tool_call",
+        "tool_progress",
+        "tool_result",
+        "tool_call",
+        "tool_progress",
         "tool_progress",
         "tool_result",
     ]

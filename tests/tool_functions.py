@@ -52,3 +52,10 @@ async def slow(ctx: RunContext[ToolContext], seconds: float, marker: str) -> str
             file.write("cancelled\n")
         raise
     return f"slept {seconds}s in {ctx.deps.run_id}"
+
+
+def tally(ctx: RunContext[ToolContext], items: list[str]) -> int:
+    """Count ``items``, streaming a line each: a sync tool, which runs in a thread."""
+    for index, item in enumerate(items, 1):
+        ctx.deps.progress(f"{index} {item}")
+    return len(items)
