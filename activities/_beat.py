@@ -23,6 +23,7 @@ from temporalio.service import RPCError
 
 from agentrun._constants import (
     FOLLOWERS_CHECK_EVERY,
+    FOLLOWERS_CHECK_MAX,
     FOLLOWERS_FIRST_RECHECK,
     HEARTBEAT_EVERY,
     QUERY_STREAM_POLLS,
@@ -56,10 +57,12 @@ class _Followers:
 
     Asks the run (query ``stream_polls``: no history) when the turn has its first
     events to send, again after ``FOLLOWERS_FIRST_RECHECK`` (a quiet follower polls
-    every half second), then every ``FOLLOWERS_CHECK_EVERY`` while the turn still has
-    events to send. A turn with nothing to send does not ask: a query is a workflow
-    task on the worker, and a thousand sleeping turns asking every second kept the
-    worker from the runs' own tasks. A run polled at all since its worker took it
+    every half second), then every ``FOLLOWERS_CHECK_EVERY`` while followed; while
+    nobody follows, each answer doubles the pause, up to ``FOLLOWERS_CHECK_MAX``. Only
+    while the turn still has events to send: a query is a task on the worker and a
+    trip through the server: a hundred sleeping turns asking every second held back a
+    tree's start and stop, and a hundred streaming ones the start of other runs
+    (BENCHMARKS.md, running turns). A run polled at all since its worker took it
     counts as followed at first; until the first answer, the turn streams as if
     unwatched (its first event still goes at once).
     """
@@ -76,7 +79,7 @@ class _Followers:
             await asyncio.sleep(pause)
             await self.sending.wait()
             self.sending.clear()
-            pause = FOLLOWERS_FIRST_RECHECK if self._polls is None else FOLLOWERS_CHECK_EVERY
+            first = self._polls is None
             try:
                 polls = await self._handle.query(
                     QUERY_STREAM_POLLS, result_type=int, rpc_timeout=timedelta(seconds=5)
@@ -85,10 +88,25 @@ class _Followers:
                 self.followed = True  # a run of an older version: stream as it did
                 return
             except RPCError:
-                continue  # busy or away: keep the last answer
+                # Busy or away: keep the last answer, and ask a busy server less often.
+                pause = _longer(pause)
+                continue
             # First: polled at all (``agentrun run`` follows from the start); then: moved.
-            self.followed = polls > 0 if self._polls is None else polls != self._polls
+            self.followed = polls > 0 if first else polls != self._polls
             self._polls = polls
+            pause = _next_pause(pause, first=first, followed=self.followed)
+
+
+def _next_pause(pause: float, *, first: bool, followed: bool) -> float:
+    """The pause before the next question: short after the first answer and while
+    followed, then doubling while nobody follows."""
+    if first:
+        return FOLLOWERS_FIRST_RECHECK
+    return FOLLOWERS_CHECK_EVERY if followed else _longer(pause)
+
+
+def _longer(pause: float) -> float:
+    return min(FOLLOWERS_CHECK_MAX, max(FOLLOWERS_CHECK_EVERY, pause * 2))
 
 
 @contextlib.asynccontextmanager

@@ -63,8 +63,13 @@ TURN_START_TO_CLOSE = timedelta(hours=6)
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=50)
 # ... while someone follows the run; with nobody following, a batch a second.
 STREAM_UNWATCHED_BATCH_INTERVAL = timedelta(seconds=1)
-# How often a running turn asks whether anyone follows its run (a query: no history).
+# How often a running turn asks whether anyone follows its run (a query: no history,
+# but a task on the worker and a trip through the server): every second while followed
+# or lately followed, then twice as long after each answer that says nobody follows, up
+# to FOLLOWERS_CHECK_MAX, so a thousand unfollowed turns ask 250 times a second, not
+# 1,000, and a follower that attaches waits at most that long for fast batches.
 FOLLOWERS_CHECK_EVERY = 1.0
+FOLLOWERS_CHECK_MAX = 4.0
 FOLLOWERS_FIRST_RECHECK = 0.6
 
 # Guards against runaway recursion: a tree never grows deeper than this, and one run

@@ -8,15 +8,25 @@ way the stream holds the same events, in order, for whoever reads it later.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from agentrun import AgentRunClient
+from agentrun import AgentRunClient, AgentRunPlugin, connect
+from agentrun import _observability as observability
+from agentrun._server import free_ports
+from tests.conftest import registry_for_tests, server_address
 from tests.helpers import history_events, script
 
 WORDS = [item for n in range(60) for item in ({"say": f"word {n}"}, {"sleep": 0.03})]
+# A turn that streams for some sixteen seconds: a word every 0.2 s.
+SLOW_WORDS = [item for n in range(80) for item in ({"say": f"word {n}"}, {"sleep": 0.2})]
+# The worker's requests that ask a run something (its turns' ``stream_polls``).
+QUERIES = 'temporal_request{namespace="default",operation="QueryWorkflow"'
 
 
 async def signals(temporal: Client, run_id: str) -> int:
@@ -50,3 +60,51 @@ async def test_a_run_nobody_follows_streams_the_same_events_for_less_history(
         signals(temporal, followed), signals(temporal, unwatched)
     )
     assert unwatched_signals * 2 <= watched_signals, (unwatched_signals, watched_signals)
+
+
+def queries_sent(metrics_address: str) -> float:
+    """Queries the worker's own client has sent (its Prometheus endpoint)."""
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if QUERIES in line)
+
+
+async def test_a_turn_nobody_follows_asks_ever_less_often_whether_anyone_does(
+    env: WorkflowEnvironment, queue: str, owner: str
+):
+    # The worker's runtime counts what its client sends; the runs are started and
+    # awaited through another client, so only the turns' own queries are counted.
+    (port,) = free_ports(1)
+    metrics = f"127.0.0.1:{port}"
+    served = await connect(
+        server_address(env),
+        plugin=AgentRunPlugin(agents=registry_for_tests()),
+        runtime=observability.metrics_runtime(metrics),
+    )
+    runs = AgentRunClient(env.client, queue)
+    async with Worker(served, task_queue=queue):
+        run_id = await runs.start(owner, "scripted", script(*SLOW_WORDS))
+        await runs.wait(owner, run_id, timeout=120)
+        asked = await asyncio.to_thread(queries_sent, metrics)
+
+    # Sixteen seconds of events to send: asked every second, that is some sixteen
+    # queries; backing off to one every four seconds, seven.
+    assert 1 <= asked <= 10, asked
+    assert await signals(env.client, run_id) <= 30  # unwatched: a batch a second
+
+
+async def test_a_follower_who_comes_late_still_gets_fast_batches(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    late = await runs.start(owner, "scripted", script(*SLOW_WORDS))
+    unwatched = await runs.start(owner, "scripted", script(*SLOW_WORDS))
+    await asyncio.sleep(6)  # long enough for the turn to ask less often
+    followed = [item.offset async for item in runs.events(owner, late)]
+    await runs.wait(owner, unwatched, timeout=120)
+
+    assert followed == list(range(len(followed)))
+    late_signals, unwatched_signals = await asyncio.gather(
+        signals(temporal, late), signals(temporal, unwatched)
+    )
+    # Ten seconds followed at a batch per word (five a second), against one a second.
+    assert unwatched_signals * 2 <= late_signals, (unwatched_signals, late_signals)

@@ -183,6 +183,10 @@ async def run(report: Report) -> None:
         )
     )
     report.add(Figure(s, "turns running in the window", found.running, "turns"))
+    # How fast runs reach a running turn: each is its run's first workflow task, then
+    # the turn's activity task, while the turns already running load worker and server.
+    rate = min(found.running, TURNS) / found.started_in
+    report.add(Figure(s, "start rate (runs reaching a running turn)", rate, "runs/s"))
     scripted = 1 / WORD_EVERY
     figure = f"events streamed per turn per second (script: {scripted:.0f})"
     report.add(Figure(s, figure, found.events_per_turn_second, "ev/s"))
