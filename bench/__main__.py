@@ -51,6 +51,8 @@ SCENARIOS: dict[str, Callable[[Report], Awaitable[None]]] = {
 # takes some three minutes and loads the machine past the full run's 15 minutes.
 OPTIONAL: dict[str, Callable[[Report], Awaitable[None]]] = {
     "stop_load": stop_load.run,
+    # The embedded server's synchronous=full against the shipped normal: a one-off study.
+    "tuning": delegation.run_tuning,
 }
 
 
