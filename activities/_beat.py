@@ -25,6 +25,7 @@ from agentrun._constants import (
     FOLLOWERS_CHECK_EVERY,
     FOLLOWERS_CHECK_MAX,
     FOLLOWERS_FIRST_RECHECK,
+    FOLLOWERS_QUIET_CHECKS,
     HEARTBEAT_EVERY,
     QUERY_STREAM_POLLS,
 )
@@ -56,9 +57,11 @@ class _Followers:
     """Whether anyone follows the run: its followers' polls of the stream keep moving.
 
     Asks the run (query ``stream_polls``: no history) when the turn has its first
-    events to send, again after ``FOLLOWERS_FIRST_RECHECK`` (a quiet follower polls
-    every half second), then every ``FOLLOWERS_CHECK_EVERY`` while followed; while
-    nobody follows, each answer doubles the pause, up to ``FOLLOWERS_CHECK_MAX``. Only
+    events to send; while it has not been polled, again after
+    ``FOLLOWERS_FIRST_RECHECK`` and twice as late each time; every
+    ``FOLLOWERS_CHECK_EVERY`` while followed (until ``FOLLOWERS_QUIET_CHECKS`` answers
+    in a row saw no poll); while nobody follows, each answer doubles the pause, up to
+    ``FOLLOWERS_CHECK_MAX``. Only
     while the turn still has events to send: a query is a task on the worker and a
     trip through the server: a hundred sleeping turns asking every second held back a
     tree's start and stop, and a hundred streaming ones the start of other runs
@@ -71,6 +74,7 @@ class _Followers:
         self._handle = handle
         self.followed = False
         self._polls: int | None = None
+        self._quiet = 0  # answers in a row that saw no poll
         self.sending = asyncio.Event()  # set by the beat when it has events to send
 
     async def watch(self) -> None:
@@ -92,17 +96,21 @@ class _Followers:
                 pause = _longer(pause)
                 continue
             # First: polled at all (``agentrun run`` follows from the start); then: moved.
-            self.followed = polls > 0 if first else polls != self._polls
+            moved = polls > 0 if first else polls != self._polls
+            self._quiet = 0 if moved else self._quiet + 1
+            self.followed = moved or (self.followed and self._quiet < FOLLOWERS_QUIET_CHECKS)
             self._polls = polls
-            pause = _next_pause(pause, first=first, followed=self.followed)
+            pause = _next_pause(pause, polled=polls > 0, followed=self.followed)
 
 
-def _next_pause(pause: float, *, first: bool, followed: bool) -> float:
-    """The pause before the next question: short after the first answer and while
-    followed, then doubling while nobody follows."""
-    if first:
-        return FOLLOWERS_FIRST_RECHECK
-    return FOLLOWERS_CHECK_EVERY if followed else _longer(pause)
+def _next_pause(pause: float, *, polled: bool, followed: bool) -> float:
+    """The pause before the next question: soon and then twice as late while the run
+    has not been polled yet, a second while followed, doubling while nobody follows."""
+    if followed:
+        return FOLLOWERS_CHECK_EVERY
+    if not polled and pause < FOLLOWERS_CHECK_EVERY:
+        return max(FOLLOWERS_FIRST_RECHECK, pause * 2)
+    return _longer(pause)
 
 
 def _longer(pause: float) -> float:

@@ -473,7 +473,7 @@ class AgentRunClient:
     ) -> None:
         await self.temporal.start_workflow(
             WORKFLOW_TYPE,
-            run_input.model_copy(update={"search_attributes_set": True}),
+            run_input.model_copy(update={"search_attributes_set": True, "text_memo": True}),
             id=run_id,
             task_queue=self.task_queue,
             id_reuse_policy=reuse,

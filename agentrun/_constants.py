@@ -70,7 +70,15 @@ STREAM_UNWATCHED_BATCH_INTERVAL = timedelta(seconds=1)
 # 1,000, and a follower that attaches waits at most that long for fast batches.
 FOLLOWERS_CHECK_EVERY = 1.0
 FOLLOWERS_CHECK_MAX = 4.0
-FOLLOWERS_FIRST_RECHECK = 0.6
+# A run not polled yet is asked again soon, twice as late each time, until the pause
+# reaches FOLLOWERS_CHECK_EVERY: a follower from the start (``agentrun run``) often
+# polls first a moment after the turn's first events, and waits for fast batches only
+# that long.
+FOLLOWERS_FIRST_RECHECK = 0.2
+# A followed run counts as unfollowed only after this many answers in a row saw no
+# poll: a follower's poll is a query that waits behind the run's own workflow tasks,
+# and under load one can outlast a check's pause.
+FOLLOWERS_QUIET_CHECKS = 2
 
 # Guards against runaway recursion: a tree never grows deeper than this, and one run
 # never delegates more than this many runs.
@@ -83,6 +91,11 @@ MAX_RUNS_PER_TREE = 1000
 # Each run's own usage, all its epochs, in its memo: visibility lists it with the run,
 # so what a subtree spent is one listing (agentrun/_spend.py).
 USAGE_MEMO = "usage"
+# A stopped run's latest text, in its memo when it closes: a stop reads every run's
+# final summary from one listing (agentrun/_stopping.py). At most TEXT_MEMO_CHARS
+# characters (a listing page carries a thousand runs); the run's summary has it whole.
+TEXT_MEMO = "text"
+TEXT_MEMO_CHARS = 2000
 # Asked of a tree's root for runs to start; answered with how many it grants.
 UPDATE_RESERVE_RUNS = "reserve_runs"
 RESERVE_RUNS_ACTIVITY = "reserve_runs"

@@ -141,6 +141,9 @@ class AgentRunInput(BaseModel):
     # Whoever started the run set its search attributes (agentrun._visibility): the run
     # does not upsert them again when it starts.
     search_attributes_set: bool = False
+    # The run keeps its latest text in its memo when it closes stopped (``TEXT_MEMO``).
+    # Set by every starter since it exists; a run from before replays without it.
+    text_memo: bool = False
     usage: Usage = Field(default_factory=Usage)  # what earlier epochs and runs spent
     # The run's own budget, over its subtree (``agentrun._usage.Budget``).
     budget: Budget | None = None

@@ -6,13 +6,16 @@ plain workflow tree's does. The client adds only what the caller is owed:
 
 - the runs no running parent will cancel (children resumed after their parent closed)
   get a cancel of their own: the *tops*, with the run stopped;
-- each run's latest text, read from its turn's heartbeat (``describe``) once the
-  cancels are on their way;
 - the wait: one result long poll per top (a top closes after everything below it),
   and a visibility count of the subtree's running runs, which says whether the stop
   still makes progress and when visibility has caught up;
-- each final summary, from one listing of how every run closed (a completed or
-  failed run's result is read: it carries the summary).
+- each final summary, from one listing of how every run closed: a stopped run keeps
+  its latest text in its memo as it closes (the first ``TEXT_MEMO_CHARS``), and a run
+  that completed or failed meanwhile has its result read, which carries its summary.
+
+Nothing is read from a run while the tree stops: a read of each run (a ``describe``
+for its latest text) during the cascade took the server's time from it, 50 s of a
+300-run tree's stop on a busy machine (BENCHMARKS.md).
 
 A busy or unreachable server is asked again with backoff, never raised while it may
 pass; a run that has not closed once nothing in the subtree has closed for 30 s is
@@ -28,9 +31,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowFailureError
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agentrun._constants import TEXT_MEMO
 from agentrun._delegation import not_running
 from agentrun._listing import VisibleRun, list_tree
 from agentrun._models import RunSummary
@@ -114,21 +118,16 @@ class TreeStop:
         root_id = self._seen.execution.root_id or root.run_id
         runs = await retried(lambda: list_tree(self._client, self._owner, root_id))
         below = [runs[r] for r in descendants(runs, root.run_id)]
-        tops = [run for run in below if _open(run) and not _cascaded(run, runs)]
-        await asyncio.gather(*(self.cancel(run.summary.run_id) for run in tops))
+        tops = [run.summary for run in below if _open(run) and not _cascaded(run, runs)]
+        await asyncio.gather(*(self.cancel(top.run_id) for top in tops))
         if first is not None:
             await first
-        elif not tops and not any(_open(run) for run in below):
+            tops.insert(0, root)
+        elif not tops:
             raise not_running(root.run_id, root.status)
-        # The latest texts, read while the cancels travel: a turn's heartbeat has them.
-        listing = Listing(queries=False)
-        currents = await asyncio.gather(*(self._reader.current(run, listing) for run in below))
-        tree = [root, *currents]
-        running = {s.run_id: s for s in tree if s.status == "running"}
-        top_ids = [s.run_id for s in ([root] if first else []) + [t.summary for t in tops]]
-        finals = await self._wait(root.run_id, [running[t] for t in top_ids if t in running])
-        closed = await self._closed(root_id, running, finals)
-        return [closed.get(s.run_id, s) for s in tree]
+        finals = await self._wait(root.run_id, tops)
+        before = {run.summary.run_id: run for run in [self._seen, *below]}
+        return await self._closed(root_id, list(before), before, finals)
 
     async def cancel(self, run_id: str) -> None:
         """Request the run's cancel; a run already gone is nothing to cancel."""
@@ -173,12 +172,9 @@ class TreeStop:
         return counted.count
 
     async def _final(self, running: RunSummary) -> RunSummary | None:
-        """A top's final summary once it has closed, from how it closed; None when
-        the listing says it better (closed some other way, or not known to have closed).
-
-        A completed run's result is its summary, a failed run's error carries it, and
-        a stopped run is what it was with the status ``stopped``.
-        """
+        """A top's final summary once it has closed, if it completed or failed: its
+        result is its summary, its error carries it. None when the listing says it
+        (stopped: its text is in its memo), or it has not closed."""
         handle = self._client.get_workflow_handle(running.run_id, result_type=RunSummary)
         try:
             return await retried(lambda: handle.result(follow_runs=True))
@@ -187,34 +183,47 @@ class TreeStop:
             if isinstance(cause, ApplicationError) and cause.details:
                 with contextlib.suppress(ValueError):
                     return RunSummary.model_validate(cause.details[0])
-            if isinstance(cause, CancelledError):
-                return running.model_copy(update={"status": "stopped"})
         except (WorkflowContinuedAsNewError, RPCError):
             pass
         return None
 
     async def _closed(
-        self, root_id: str, running: dict[str, RunSummary], finals: dict[str, RunSummary]
-    ) -> dict[str, RunSummary]:
-        """Each run that was running, as it closed: one listing of the tree, and a read
-        of the result of a run that completed or failed meanwhile."""
+        self,
+        root_id: str,
+        order: list[str],
+        before: dict[str, VisibleRun],
+        finals: dict[str, RunSummary],
+    ) -> list[RunSummary]:
+        """Each run's final summary, in ``order``: one listing of the tree says how each
+        closed, and a stopped run's memo its latest text (workflows/agent_run.py); a run
+        that completed or failed has its result read, which carries its summary."""
         try:
-            runs = await retried(lambda: list_tree(self._client, self._owner, root_id))
+            now = await retried(lambda: list_tree(self._client, self._owner, root_id))
         except RPCError:
-            return finals
+            now = {}
         listing = Listing(queries=False)
 
-        async def final(was: RunSummary) -> RunSummary:
-            known = finals.get(was.run_id)
-            now = runs.get(was.run_id)
-            if known is not None or now is None or now.closed is None:
-                return known or was
-            if now.summary.status == "stopped":
-                return was.model_copy(update={"status": "stopped"})
-            return await self._reader.current(now, listing)
+        async def final(run_id: str) -> RunSummary:
+            known = finals.get(run_id)
+            if known is not None:
+                return known
+            run = now.get(run_id, before[run_id])
+            if run.closed is None:
+                return run.summary  # still open: as it was
+            if run.summary.status == "stopped":
+                return run.summary.model_copy(update={"assistant": await memo_text(run)})
+            return await self._reader.current(run, listing)
 
-        closed = await asyncio.gather(*(final(was) for was in running.values()))
-        return {summary.run_id: summary for summary in closed}
+        return list(await asyncio.gather(*(final(run_id) for run_id in order)))
+
+
+async def memo_text(run: VisibleRun) -> str | None:
+    """The latest text a stopped run kept in its memo; None if it kept none."""
+    try:
+        text = await run.execution.memo_value(TEXT_MEMO, None)
+    except (ValueError, TypeError):
+        return None  # written by something else
+    return text if isinstance(text, str) else None
 
 
 class _Stall:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    DescribeWorkflowInput,
+    FetchWorkflowHistoryEventsInput,
+    Interceptor,
+    OutboundInterceptor,
+    QueryWorkflowInput,
+    WorkflowExecutionStatus,
+)
 
-from agentrun import AgentRunClient, DelegationError
+from agentrun import AgentRunClient, AgentRunPlugin, DelegationError
 from agentrun._constants import DELEGATION_STATUS
 from agentrun._models import AgentRunInput
 from tests.helpers import child, eventually, run, script, tool, tool_results, turn_results
@@ -38,6 +48,52 @@ async def test_stop_tree_stops_parent_child_and_grandchild(runs: AgentRunClient,
         (f"{root}.1-scripted.1-scripted", "stopped"),
     ]
     assert stopped[2].assistant == "grandchild working"
+
+
+class _Reads(Interceptor):
+    """Counts what a client asks of single runs: queries, describes, history reads."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        calls = self.calls
+
+        class Counting(OutboundInterceptor):
+            async def query_workflow(self, input: QueryWorkflowInput) -> Any:
+                calls["query"] += 1
+                return await super().query_workflow(input)
+
+            async def describe_workflow(self, input: DescribeWorkflowInput) -> Any:
+                calls["describe"] += 1
+                return await super().describe_workflow(input)
+
+            def fetch_workflow_history_events(self, input: FetchWorkflowHistoryEventsInput) -> Any:
+                calls["history"] += 1
+                return super().fetch_workflow_history_events(input)
+
+        return Counting(next)
+
+
+async def test_stop_tree_reads_no_run_while_it_stops_and_returns_each_text(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    root = await three_level_tree(runs, owner)
+    reads = _Reads()
+    counted = Client(
+        temporal.service_client,
+        namespace=temporal.namespace,
+        plugins=[AgentRunPlugin()],
+        interceptors=[reads],
+    )
+    watched = AgentRunClient(counted, runs.task_queue)
+    stopped = await watched.stop_tree(owner, root)
+    assert [s.status for s in stopped] == ["stopped"] * 3
+    assert stopped[2].assistant == "grandchild working"
+    # The root's describe (whose run it is) and its result: no read of any other run.
+    assert reads.calls["query"] == 0, reads.calls
+    assert reads.calls["describe"] == 1, reads.calls
+    assert reads.calls["history"] <= 1, reads.calls
 
 
 async def test_stop_tree_leaves_another_owners_run_under_the_same_parent(

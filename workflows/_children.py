@@ -297,7 +297,7 @@ class Children:
         try:
             handle = await workflow.start_child_workflow(
                 WORKFLOW_TYPE,
-                child.model_copy(update={"search_attributes_set": True}),
+                child.model_copy(update={"search_attributes_set": True, "text_memo": True}),
                 id=run_id,
                 task_queue=self._parent.task_queue,
                 result_type=RunSummary,

@@ -33,6 +33,8 @@ from agentrun._constants import (
     QUERY_THREAD,
     SIGNAL_ASSISTANT_OUTPUT,
     SIGNAL_CHILD_SETTLED,
+    TEXT_MEMO,
+    TEXT_MEMO_CHARS,
     TURN_ACTIVITY,
     UPDATE_DECIDE_TOOL_CALL,
     UPDATE_RESERVE_RUNS,
@@ -338,6 +340,14 @@ class AgentRunWorkflow:
         self._publish("finish", summary=self.summary())
         await self._tree.stopped()
         await self._tell_parent()
+        self._keep_text()
+
+    def _keep_text(self) -> None:
+        """A stopped run's latest text, in its memo as it closes (one history event):
+        whoever stopped it reads every final summary from one listing, no query."""
+        text = last_assistant_text(self._thread)
+        if self._input.text_memo and text:
+            workflow.upsert_memo({TEXT_MEMO: text[:TEXT_MEMO_CHARS]})
 
     async def _tell_parent(self) -> None:
         """How runs stopped before a parent read a child's summary from the child itself:
