@@ -307,7 +307,7 @@ def _report(report: Report, timeout: float, crashes: list[Crash], clean_run: flo
 
 async def run(report: Report) -> None:
     """Resume delay and work lost after a SIGKILL, for each heartbeat setting."""
-    repeats = 1 if QUICK else 3
+    repeats = 1 if QUICK else 2
     for timeout in SETTINGS:
         clean_run = await clean(timeout)
         crashes = [await crashed(timeout) for _ in range(repeats)]
