@@ -31,12 +31,14 @@ from agentrun._constants import EVENTS_TOPIC
 from agentrun._models import AgentEvent
 
 POLL_QUERY = "__temporal_workflow_stream_poll"
-# Seconds between polls: the shortest while events flow (and for a second after the
-# last), then doubling up to the longest. A quiet run costs a follower two queries a
-# second; a streaming one forty.
+# Seconds between polls: the shortest while events flow (and for three seconds after
+# the last), then doubling up to the longest. A quiet run costs a follower two queries
+# a second; a streaming one forty. Three seconds, not one: a run's first text often
+# comes a second or two after its ``run_started`` (its turn's activity starts, the
+# model answers), and a follower that had backed off read it up to a second late.
 FOLLOW_POLL_FASTEST = 0.025
 FOLLOW_POLL_SLOWEST = 0.5
-FOLLOW_QUIET_AFTER = 1.0
+FOLLOW_QUIET_AFTER = 3.0
 
 
 async def follow(
