@@ -41,7 +41,7 @@ CASES: list[tuple[str, Any, str]] = [
     (
         "malformed script",
         {"owner_thread_id": "t", "agent_id": "scripted", "prompt": script({"say": 1, "sleep": 2})},
-        "Invalid script: step 1 must have exactly one of 'say', 'sleep', 'tool', 'fail'",
+        "Invalid script: step 1 must have exactly one of 'say', 'sleep', 'tool', 'tools', 'fail'",
     ),
     (
         "bad step value",
