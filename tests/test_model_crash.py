@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from temporalio.client import Client
@@ -31,44 +33,63 @@ def worker_env(env: WorkflowEnvironment, queue: str, agents: Path) -> dict[str, 
     }
 
 
-def spawn(variables: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=variables)
+class Workers:
+    """``python worker.py`` processes on the test's queue: one running, the killed ones."""
+
+    def __init__(self, variables: dict[str, str]) -> None:
+        self._variables = variables
+        self._started = [self._spawn()]
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=self._variables
+        )
+
+    async def kill_and_replace(self) -> None:
+        """SIGKILL the worker mid-stream, and start another."""
+        await asyncio.sleep(0.5)
+        self._started[-1].send_signal(signal.SIGKILL)
+        self._started[-1].wait()
+        self._started.append(self._spawn())
+
+    def stop(self) -> None:
+        for worker in self._started:
+            worker.kill()
+            worker.wait()
 
 
-async def kill_and_replace(
-    workers: list[subprocess.Popen[bytes]], variables: dict[str, str]
-) -> None:
-    """SIGKILL the worker mid-stream, and start another."""
-    await asyncio.sleep(0.5)
-    workers[-1].send_signal(signal.SIGKILL)
-    workers[-1].wait()
-    workers.append(spawn(variables))
+@contextlib.contextmanager
+def crashable(env: WorkflowEnvironment, queue: str, agents: Path) -> Iterator[Workers]:
+    """A worker serving ``agents`` that the test may kill; every one stopped at the end."""
+    workers = Workers(worker_env(env, queue, agents))
+    try:
+        yield workers
+    finally:
+        workers.stop()
 
 
 async def test_killed_model_turn_resumes_after_the_answered_call(
-    env: WorkflowEnvironment, temporal: Client, queue: str, owner: str, tmp_path: Path
+    env: WorkflowEnvironment,
+    temporal: Client,
+    queue: str,
+    owner: str,
+    tmp_path: Path,
+    fake_openai: FakeOpenAI,
 ):
-    fake = FakeOpenAI()
+    fake = fake_openai
     agents = tmp_path / "agents.toml"
     agents.write_text(
         f'[agents.wanderer]\nmodel = "openai:wanderer"\nbase_url = "{fake.base_url}"\n'
     )
-    variables = worker_env(env, queue, agents)
-    workers = [spawn(variables)]
-    try:
+    with crashable(env, queue, agents) as workers:
         runs = AgentRunClient(temporal, queue)
         run_id = await runs.start(owner, "wanderer", "find the thing")
         # The first call answered (a tool it lacks); the second is streaming slowly.
         await eventually(lambda: _count(fake), lambda n: n >= 2, timeout=90)
-        await kill_and_replace(workers, variables)
+        await workers.kill_and_replace()
         summary = await runs.wait(owner, run_id, timeout=60)
         thread = await runs.thread(owner, run_id)
         tree = await runs.spend(owner, run_id)
-    finally:
-        for worker in workers:
-            worker.kill()
-            worker.wait()
-        fake.close()
     assert (summary.status, summary.assistant) == ("completed", "found it after all")
     requests = fake.requests_for("wanderer")
     first_calls = [r for r in requests if not any(m["role"] == "tool" for m in r["messages"])]
@@ -112,9 +133,14 @@ async def test_a_bad_registry_file_stops_the_worker_at_start(
 
 
 async def test_a_tree_killed_mid_turn_counts_each_kept_response_once(
-    env: WorkflowEnvironment, temporal: Client, queue: str, owner: str, tmp_path: Path
+    env: WorkflowEnvironment,
+    temporal: Client,
+    queue: str,
+    owner: str,
+    tmp_path: Path,
+    fake_openai: FakeOpenAI,
 ):
-    fake = FakeOpenAI()
+    fake = fake_openai
     agents = tmp_path / "agents.toml"
     agents.write_text(
         f'[agents.planner]\nmodel = "openai:fanout"\nbase_url = "{fake.base_url}"\n'
@@ -122,21 +148,14 @@ async def test_a_tree_killed_mid_turn_counts_each_kept_response_once(
         f'[agents.researcher]\nmodel = "openai:wanderer"\nbase_url = "{fake.base_url}"\n'
         "allowed_agents = []\n"
     )
-    variables = worker_env(env, queue, agents)
-    workers = [spawn(variables)]
-    try:
+    with crashable(env, queue, agents) as workers:
         runs = AgentRunClient(temporal, queue)
         root = await runs.start(owner, "planner", "Look into tides and winds")
         # Both researchers answered their first call and are streaming their second.
         await eventually(lambda: _count(fake), lambda n: n >= 4, timeout=90)
-        await kill_and_replace(workers, variables)
+        await workers.kill_and_replace()
         final = await runs.wait(owner, root, timeout=120)
         tree = await runs.spend(owner, root)
-    finally:
-        for worker in workers:
-            worker.kill()
-            worker.wait()
-        fake.close()
     assert final.status == "completed"
     assert len(fake.requests_for("wanderer")) == 6  # two second calls made again
     # Kept: the planner's two responses, and two per researcher: a tool call (17 in,
