@@ -188,7 +188,9 @@ async def baseline_stop_once(client: Client, queue: str, size: int) -> tuple[flo
     handle = await client.start_workflow(
         BaselineTree.run, fanout, id=f"baseline-tree-{uuid.uuid4().hex[:8]}", task_queue=queue
     )
+    built = time.perf_counter()
     await _wait_running(client, None, size)
+    print(f"    baseline tree of {size} running in {time.perf_counter() - built:.1f} s", flush=True)
     await asyncio.sleep(SETTLE)  # every leaf is now inside its sleep
     start, wall_start = time.perf_counter(), time.time()
     await handle.cancel()
@@ -224,8 +226,10 @@ async def stop_once(runs: AgentRunClient, size: int) -> Stopped:
     """Seconds from ``stop_tree`` until every run closed (seen by the client; recorded
     by the server), and of a subtree walk over the closed runs."""
     owner = new_owner()
+    built = time.perf_counter()
     root = await runs.start(owner, "scripted", tree_script(size))
     await _wait_running(runs.temporal, owner, size)
+    print(f"    agentrun tree of {size} running in {time.perf_counter() - built:.1f} s", flush=True)
     await asyncio.sleep(SETTLE)  # every leaf is now inside its sleep
     summary = await runs.summary(owner, root)
     assert summary is not None
@@ -259,6 +263,7 @@ async def run(report: Report) -> None:
                         for _ in range(repeats)
                     ]
                     _report(report, size, results, [seconds for seconds, _, _ in bases])
+                    read_from = time.perf_counter()
                     ours = await tree_histories(
                         server.client,
                         f"OwnerThreadId = '{results[-1].owner}'",
@@ -268,6 +273,8 @@ async def run(report: Report) -> None:
                     theirs = await tree_histories(
                         server.client, f"RootWorkflowId = '{root_id}'", cancelled_at
                     )
+                    read = time.perf_counter() - read_from
+                    print(f"    histories of both trees of {size} read in {read:.1f} s", flush=True)
                     _report_histories(report, size, ours, theirs)
     finally:
         del os.environ[MAX_TURNS_ENV], os.environ[MAX_OWNER_TURNS_ENV]
