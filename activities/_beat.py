@@ -67,12 +67,13 @@ class _Followers:
     tree's start and stop, and a hundred streaming ones the start of other runs
     (BENCHMARKS.md, running turns). A run polled at all since its worker took it
     counts as followed at first; until the first answer, the turn streams as if
-    unwatched (its first event still goes at once).
+    unwatched (its first event still goes at once), unless the run's starter said it
+    follows (``TurnInput.followed``).
     """
 
-    def __init__(self, handle: WorkflowHandle[Any, Any]) -> None:
+    def __init__(self, handle: WorkflowHandle[Any, Any], followed: bool) -> None:
         self._handle = handle
-        self.followed = False
+        self.followed = followed
         self._polls: int | None = None
         self._quiet = 0  # answers in a row that saw no poll
         self.sending = asyncio.Event()  # set by the beat when it has events to send
@@ -135,7 +136,7 @@ async def beating(
     and later events).
     """
     clock = asyncio.get_running_loop().time
-    followers = _Followers(handle)
+    followers = _Followers(handle, turn.followed)
 
     def every() -> float:
         chosen = batching.followed if followers.followed else batching.unwatched

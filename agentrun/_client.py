@@ -103,15 +103,20 @@ class AgentRunClient:
         messages: list[Message] | None = None,
         run_id: str | None = None,
         budget: Budget | None = None,
+        follow: bool = False,
     ) -> str:
         """Start a new root run; returns its run_id. ``budget`` caps what the run and
-        everything it delegates may spend together (docs/budgets.md)."""
+        everything it delegates may spend together (docs/budgets.md). ``follow``: the
+        caller follows the run's events from the start (``events``), so its first turn
+        sends them at the followed pace from the first one, not after it learns of the
+        follower (docs/streaming.md)."""
         run_input = AgentRunInput(
             owner_thread_id=owner_thread_id,
             agent_id=agent_id,
             prompt=prompt,
             messages=messages or [],
             budget=budget,
+            followed=follow,
         )
         run_input.check_prompt()
         run_id = _new_run_id(run_id, agent_id)
@@ -131,9 +136,11 @@ class AgentRunClient:
         prompt: str,
         agent_id: str | None = None,
         budget: Budget | None = None,
+        follow: bool = False,
     ) -> str:
         """Start a new root run that goes on from a closed run's thread, with a new
         prompt; its agent is the closed run's unless ``agent_id`` names another.
+        ``budget`` and ``follow`` as for ``start``.
 
         Raises:
             DelegationError: an unknown or foreign run, or one still running.
@@ -149,7 +156,9 @@ class AgentRunClient:
             )
         thread = await self.thread(owner_thread_id, from_run_id) or []
         agent = agent_id or summary.agent_id
-        return await self.start(owner_thread_id, agent, prompt, thread, budget=budget)
+        return await self.start(
+            owner_thread_id, agent, prompt, thread, budget=budget, follow=follow
+        )
 
     async def approve(self, owner_thread_id: str, run_id: str, call_id: str | None = None) -> str:
         """Let a call that awaits a decision run (the run's only one when ``call_id``

@@ -199,7 +199,7 @@ async def _run_tree(
     console: Console, runs: AgentRunClient, owner: str, run_id: str, agent: str, prompt: str
 ) -> RunNode:
     """Start the planner, print the tree's events until it ends; the final tree."""
-    await runs.start(owner, agent, prompt, run_id=run_id)
+    await runs.start(owner, agent, prompt, run_id=run_id, follow=True)
     console.rule(f"events of {run_id} and its descendants")
     printer = asyncio.create_task(_print_events(console, runs, owner, run_id))
     try:

@@ -5,7 +5,10 @@ with a workflow update, and an update is written to the run's history: five even
 poll, more than the events it delivers at a steady 100 a second. A follower here reads
 with the stream's documented poll *query* instead (``__temporal_workflow_stream_poll``,
 the read the library itself makes of a closed run): a query leaves no history. It polls
-fast while events flow and backs off while the run is quiet.
+fast while events flow and backs off while the run is quiet. A poll not answered
+within ``FOLLOW_HEDGE_AFTER`` is sent again and the first answer taken: now and then
+one query waits a second behind the run's own workflow tasks while the next is
+answered at once (BENCHMARKS.md, streaming).
 
 A newer worker may publish what this version cannot read: an event of a kind it does
 not know is delivered with that kind's name and whatever text it has, and an item
@@ -18,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
@@ -30,6 +34,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from agentrun._constants import EVENTS_TOPIC
 from agentrun._models import AgentEvent
 
+_T = TypeVar("_T")
+
 POLL_QUERY = "__temporal_workflow_stream_poll"
 # Seconds between polls: the shortest while events flow (and for three seconds after
 # the last), then doubling up to the longest. A quiet run costs a follower two queries
@@ -39,6 +45,9 @@ POLL_QUERY = "__temporal_workflow_stream_poll"
 FOLLOW_POLL_FASTEST = 0.025
 FOLLOW_POLL_SLOWEST = 0.5
 FOLLOW_QUIET_AFTER = 3.0
+# Seconds before a poll still unanswered is sent once more (a hedged request): three
+# times a poll's usual answer on a busy machine, so a quick run seldom sends one.
+FOLLOW_HEDGE_AFTER = 0.15
 
 
 async def follow(
@@ -51,15 +60,20 @@ async def follow(
     events are read.
     """
     handle = client.get_workflow_handle(run_id)
+
+    async def poll() -> PollResult:
+        result: PollResult = await handle.query(
+            POLL_QUERY, PollInput(topics=[EVENTS_TOPIC], from_offset=offset), result_type=PollResult
+        )
+        return result
+
     converter = client.data_converter.payload_converter
     clock = asyncio.get_running_loop().time
     offset, pause, check, heard = from_offset, FOLLOW_POLL_FASTEST, False, clock()
     while True:
         # Closed before this read, so the read drains everything the run published.
         closed = check and await _closed(client, run_id)
-        result: PollResult = await handle.query(
-            POLL_QUERY, PollInput(topics=[EVENTS_TOPIC], from_offset=offset), result_type=PollResult
-        )
+        result = await _hedged(poll)
         finished = False
         for item in result.items:
             event = _event(converter, item.data, run_id)
@@ -81,6 +95,23 @@ async def follow(
         check = finished or pause >= FOLLOW_POLL_SLOWEST
         if not finished:
             await asyncio.sleep(pause)
+
+
+async def _hedged(poll: Callable[[], Awaitable[_T]]) -> _T:
+    """``poll()``'s answer; if none within ``FOLLOW_HEDGE_AFTER``, the first of it and a
+    second ``poll()``. A failed one waits for the other; the one left is cancelled."""
+    pending = {asyncio.ensure_future(poll())}
+    done, pending = await asyncio.wait(pending, timeout=FOLLOW_HEDGE_AFTER)
+    if not done:
+        pending.add(asyncio.ensure_future(poll()))
+    try:
+        while not done or (all(task.exception() for task in done) and pending):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in pending:
+            task.cancel()
+    answered = [task for task in done if not task.exception()]
+    return (answered or list(done))[0].result()
 
 
 async def _closed(client: Client, run_id: str) -> bool:

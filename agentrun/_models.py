@@ -144,6 +144,9 @@ class AgentRunInput(BaseModel):
     # The run keeps its latest text in its memo when it closes stopped (``TEXT_MEMO``).
     # Set by every starter since it exists; a run from before replays without it.
     text_memo: bool = False
+    # The client that started the run follows it from the start (``start(follow=True)``,
+    # ``agentrun run``): its first turn streams at the followed pace from its first event.
+    followed: bool = False
     usage: Usage = Field(default_factory=Usage)  # what earlier epochs and runs spent
     # The run's own budget, over its subtree (``agentrun._usage.Budget``).
     budget: Budget | None = None
@@ -355,6 +358,9 @@ class TurnInput(BaseModel):
     tail_from: int = 0
     # The budgets the run is under, its own last: checked before its model requests.
     budgets: list[BudgetScope] = Field(default_factory=list)
+    # Someone follows the run from its start: stream at the followed pace until the run's
+    # ``stream_polls`` say otherwise, instead of unwatched until they say so.
+    followed: bool = False
 
 
 class AgentPolicy(BaseModel):

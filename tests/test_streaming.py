@@ -8,6 +8,7 @@ way the stream holds the same events, in order, for whoever reads it later.
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.request
 from typing import Any
 
@@ -18,6 +19,7 @@ from temporalio.worker import Worker
 
 from agentrun import AgentRunClient, AgentRunPlugin, connect
 from agentrun import _observability as observability
+from agentrun._follow import FOLLOW_HEDGE_AFTER, _hedged
 from agentrun._server import free_ports
 from tests.conftest import registry_for_tests, server_address
 from tests.helpers import history_events, script
@@ -108,3 +110,63 @@ async def test_a_follower_who_comes_late_still_gets_fast_batches(
     )
     # Ten seconds followed at a batch per word (five a second), against one a second.
     assert unwatched_signals * 2 <= late_signals, (unwatched_signals, late_signals)
+
+
+async def turn_inputs(temporal: Client, run_id: str) -> list[dict[str, Any]]:
+    """The inputs of the run's turns, as its history holds them."""
+    inputs = [
+        json.loads(e.activity_task_scheduled_event_attributes.input.payloads[0].data)
+        for e in await history_events(temporal, run_id)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    return [i for i in inputs if "turn" in i]
+
+
+async def test_a_run_started_followed_streams_fast_from_its_first_event_until_nobody_polls(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    followed = await runs.start(owner, "scripted", script(*WORDS), follow=True)
+    live = [item.offset async for item in runs.events(owner, followed)]
+    claimed = await runs.start(owner, "scripted", script(*SLOW_WORDS), follow=True)
+    plain = await runs.start(owner, "scripted", script(*WORDS))
+    await runs.wait(owner, claimed, timeout=120)
+
+    assert live == list(range(len(live))) and live
+    assert [t["followed"] for t in await turn_inputs(temporal, followed)] == [True]
+    assert [t.get("followed") for t in await turn_inputs(temporal, plain)] == [False]
+    # Said so but never followed: fast batches only until two answers saw no poll, a
+    # second or two; then one a second, as if unwatched (the test above: <= 30).
+    assert await signals(temporal, claimed) <= 35
+
+
+async def test_a_poll_not_answered_soon_is_sent_again_and_the_first_answer_taken():
+    # Hedged polls (agentrun._follow): asyncio alone, no server; the answers are stand-ins.
+    sent: list[asyncio.Future[str]] = []
+
+    async def poll() -> str:
+        sent.append(asyncio.get_running_loop().create_future())
+        return await sent[-1]
+
+    hedged = asyncio.ensure_future(_hedged(poll))
+    await asyncio.sleep(FOLLOW_HEDGE_AFTER * 2)
+    assert len(sent) == 2
+    sent[1].set_result("second")
+    assert await hedged == "second"
+    await asyncio.sleep(0)
+    assert sent[0].cancelled()  # the slow one is given up
+
+    sent.clear()
+    hedged = asyncio.ensure_future(_hedged(poll))
+    await asyncio.sleep(FOLLOW_HEDGE_AFTER * 2)
+    sent[0].set_exception(RuntimeError("busy"))  # a failure waits for the other answer
+    await asyncio.sleep(0)
+    assert not hedged.done()
+    sent[1].set_result("second")
+    assert await hedged == "second"
+
+    sent.clear()
+    quick = asyncio.ensure_future(_hedged(poll))
+    while not sent:
+        await asyncio.sleep(0)
+    sent[0].set_result("first")
+    assert await quick == "first" and len(sent) == 1  # answered in time: sent once

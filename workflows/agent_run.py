@@ -251,6 +251,7 @@ class AgentRunWorkflow:
             children=self._children.summaries(),
             stream_offset=self._stream_offset(),
             budgets=self._tree.scopes(),
+            followed=self._input.followed and self._turn == 1,
         )
         try:
             # Decoded here, not by the SDK: a result this code cannot read (nested past

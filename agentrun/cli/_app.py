@@ -148,9 +148,13 @@ def run(
             await require_worker(runs, "the run was not started")
         if from_run:
             agent_or_none = agent_id.strip() if agent_id else None
-            run_id = await runs.start_from(owner, from_run, asked, agent_or_none, budget)
+            run_id = await runs.start_from(
+                owner, from_run, asked, agent_or_none, budget, follow=not detach
+            )
         else:
-            run_id = await runs.start(owner, (agent_id or "").strip(), asked, budget=budget)
+            agent_or_blank = (agent_id or "").strip()
+            follow = not detach
+            run_id = await runs.start(owner, agent_or_blank, asked, budget=budget, follow=follow)
         if detach:
             _print_started(run_id, owner, json_output)
             return EXIT_OK

@@ -91,7 +91,8 @@ async def _follow_clock(interval: float, words: int) -> _Followed:
     steps = [item for _ in range(words) for item in ({"say": "{now}"}, {"sleep": interval})]
     async with fresh_server() as server, agentrun_worker(server.client, clock_registry()) as queue:
         runs, owner = AgentRunClient(server.client, queue), new_owner()
-        run_id = await runs.start(owner, "clock", json.dumps({"steps": steps}))
+        # A follower from the start, as ``agentrun run`` is.
+        run_id = await runs.start(owner, "clock", json.dumps({"steps": steps}), follow=True)
         latencies: list[float] = []
         streamed, first, last = 0, 0.0, 0.0
         async for item in runs.events(owner, run_id):
