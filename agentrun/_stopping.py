@@ -1,14 +1,21 @@
-"""Stopping a subtree at Temporal's own speed, with no query to any run.
+"""Stopping a subtree faster than Temporal's own cascade, with no query to any run.
 
 A stopped run cancels the children it runs and closes only once they have closed
-(workflows/_children.py), so one cancel at the top cascades through Temporal as a
-plain workflow tree's does. The client adds only what the caller is owed:
+(workflows/_children.py), so one cancel at the top would cascade through Temporal as
+a plain workflow tree's does: a level further down only after a workflow task of each
+run above it, and, on a busy server, after its queue of cancel requests. The client,
+which lists the tree anyway, adds:
 
-- the runs no running parent will cancel (children resumed after their parent closed)
-  get a cancel of their own: the *tops*, with the run stopped;
-- the wait: one result long poll per top (a top closes after everything below it),
-  and a visibility count of the subtree's running runs, which says whether the stop
-  still makes progress and when visibility has caught up;
+- a cancel of every open run of the subtree, a level at a time (the next level once
+  the server has taken this one's): a run's cancel is in its history before its
+  children's, so it closes stopped, never completed by children that closed first;
+  its own requests to its children then find them stopping, or gone (nothing to do).
+  On this machine the 300-run tree stopped in 0.8 times the plain cascade's time
+  (BENCHMARKS.md);
+- the wait: one result long poll per *top* (the run stopped, and runs no running
+  parent stops: children resumed after their parent closed), and a visibility count
+  of the subtree's running runs, which says whether the stop still makes progress and
+  when visibility has caught up;
 - each final summary, from one listing of how every run closed: a stopped run keeps
   its latest text in its memo as it closes (the first ``TEXT_MEMO_CHARS``), and a run
   that completed or failed meanwhile has its result read, which carries its summary.
@@ -27,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowFailureError
@@ -41,7 +48,7 @@ from agentrun._models import RunSummary
 from agentrun._reading import Listing, RunReader
 from agentrun._spend import subtree_query
 
-__all__ = ["RETRY_STATUSES", "TreeStop", "descendants", "retried"]
+__all__ = ["RETRY_STATUSES", "TreeStop", "descendants", "levels", "retried"]
 
 T = TypeVar("T")
 
@@ -57,6 +64,8 @@ _PAUSE_FIRST = 0.1
 _PAUSE_LONGEST = 8.0
 # A stop gives up waiting once nothing in the subtree has closed for this long.
 STALL_SECONDS = 30.0
+# Cancels in flight at once, per level of the tree.
+_CANCELS_AT_ONCE = 64
 # While the tops are open, how often the subtree's running runs are counted (progress).
 _PROGRESS_EVERY = 2.0
 # Once the tops have closed, how visibility is asked until it shows every close.
@@ -77,6 +86,20 @@ async def retried(call: Callable[[], Awaitable[T]]) -> T:
         await asyncio.sleep(pause)
         pause = min(pause * 2, _PAUSE_LONGEST)
     return await call()
+
+
+def levels(top_id: str, runs: Sequence[tuple[str, str | None]]) -> list[list[str]]:
+    """``(run_id, parent_run_id)`` of runs below ``top_id``, each after its parent if
+    that is among them, grouped by depth under ``top_id``, nearest first. A run whose
+    parent is not among them counts as the top's child."""
+    depth = {top_id: 0}
+    found: list[list[str]] = []
+    for run_id, parent in runs:
+        at = depth[run_id] = depth.get(parent or top_id, 0) + 1
+        while len(found) < at:
+            found.append([])
+        found[at - 1].append(run_id)
+    return found
 
 
 def descendants(runs: dict[str, VisibleRun], top: str) -> list[str]:
@@ -119,15 +142,31 @@ class TreeStop:
         runs = await retried(lambda: list_tree(self._client, self._owner, root_id))
         below = [runs[r] for r in descendants(runs, root.run_id)]
         tops = [run.summary for run in below if _open(run) and not _cascaded(run, runs)]
-        await asyncio.gather(*(self.cancel(top.run_id) for top in tops))
         if first is not None:
             await first
+        await self._cancel_downwards(root.run_id, below)
+        if first is not None:
             tops.insert(0, root)
         elif not tops:
             raise not_running(root.run_id, root.status)
         finals = await self._wait(root.run_id, tops)
         before = {run.summary.run_id: run for run in [self._seen, *below]}
         return await self._closed(root_id, list(before), before, finals)
+
+    async def _cancel_downwards(self, top_id: str, below: list[VisibleRun]) -> None:
+        """Cancel every open run below ``top_id``, a level at a time: a run's cancel is
+        in its history before its children's (so it closes stopped, never completed
+        by children that closed first), and a leaf's cancel does not wait on workflow
+        tasks of each run above it, one level after another."""
+        gate = asyncio.Semaphore(_CANCELS_AT_ONCE)
+
+        async def cancel(run_id: str) -> None:
+            async with gate:
+                await self.cancel(run_id)
+
+        open_runs = [(r.summary.run_id, r.summary.parent_run_id) for r in below if _open(r)]
+        for level in levels(top_id, open_runs):
+            await asyncio.gather(*(cancel(run_id) for run_id in level))
 
     async def cancel(self, run_id: str) -> None:
         """Request the run's cancel; a run already gone is nothing to cancel."""

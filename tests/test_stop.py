@@ -17,10 +17,12 @@ from temporalio.client import (
     QueryWorkflowInput,
     WorkflowExecutionStatus,
 )
+from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
 from agentrun import AgentRunClient, AgentRunPlugin, DelegationError
 from agentrun._constants import DELEGATION_STATUS
 from agentrun._models import AgentRunInput
+from agentrun._stopping import levels
 from tests.helpers import child, eventually, run, script, tool, tool_results, turn_results
 
 LONG = {"sleep": 60}
@@ -238,3 +240,27 @@ async def test_a_child_stopped_with_its_parent_tells_its_text_after_the_parent_r
     assert final.status == "completed"
     [output] = tool_results(await runs.thread(owner, root))[-1:]
     assert (output["status"], output["output"]) == ("stopped", "child text")
+
+
+def test_stop_tree_cancels_a_level_only_after_the_level_above():
+    # Depth first below the stopped run; a run whose parent closed is stopped with the
+    # first level, as that parent cancels nothing any more.
+    below = [("r.1", "r"), ("r.1.1", "r.1"), ("r.1.1.1", "r.1.1"), ("r.2", "r"), ("r.3.1", "r.3")]
+    assert levels("r", below) == [["r.1", "r.2", "r.3.1"], ["r.1.1"], ["r.1.1.1"]]
+    assert levels("r", []) == []
+
+
+async def test_a_worker_scales_its_workflow_task_polls_unless_its_owner_chose(temporal: Client):
+    # Five polls (the SDK's default) left a stop's burst of workflow tasks waiting past
+    # the sticky timeout, and each was then replayed in full (BENCHMARKS.md, stop).
+    served = Client(
+        temporal.service_client, namespace=temporal.namespace, plugins=[AgentRunPlugin()]
+    )
+    ours = Worker(served, task_queue="polls-scale")
+    assert (
+        ours.config(active_config=True)["workflow_task_poller_behavior"]
+        == PollerBehaviorAutoscaling()
+    )
+    chosen = PollerBehaviorSimpleMaximum(maximum=8)
+    theirs = Worker(served, task_queue="polls-chosen", workflow_task_poller_behavior=chosen)
+    assert theirs.config(active_config=True)["workflow_task_poller_behavior"] == chosen

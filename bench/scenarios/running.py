@@ -170,7 +170,8 @@ async def run(report: Report) -> None:
     s, n = "running", f"{TURNS} running turns"
     report.add(Figure(s, f"worker RSS, {n}", found.rss, "MB"))
     report.add(Figure(s, "worker RSS idle (before them)", found.idle_rss, "MB"))
-    per_turn = (found.rss - found.idle_rss) * 1024 / TURNS
+    # Per turn that ran (short of TURNS when the start window closed first).
+    per_turn = (found.rss - found.idle_rss) * 1024 / max(1, min(found.running, TURNS))
     report.add(Figure(s, "worker RSS per running turn", per_turn, "KB"))
     report.add(Figure(s, f"worker CPU, {n}", found.worker_cores, "cores"))
     report.add(Figure(s, f"server CPU, {n}", found.server_cores, "cores"))
