@@ -200,13 +200,24 @@ class _ActivityOutboundGuard(ActivityOutboundInterceptor):
     def __init__(self, next: ActivityOutboundInterceptor, limit: PayloadLimit) -> None:
         super().__init__(next)
         self._limit = limit
+        self._checked: tuple[Any, ...] = ()
 
     def heartbeat(self, *details: Any) -> None:
         # An oversized checkpoint would fail the attempt, and every retry would resume
-        # from the checkpoint before it and fail the same way.
-        name = activity.info().activity_type
-        self._limit.check(f"The heartbeat details (checkpoint) of activity {name!r}", details)
+        # from the checkpoint before it and fail the same way. The very objects the
+        # last heartbeat checked are not encoded again: a turn beats its unchanged
+        # checkpoint five times a second, and encoding it was a twentieth of a busy
+        # worker's time (BENCHMARKS.md, stop). Changed details are new objects.
+        if not _same(details, self._checked):
+            name = activity.info().activity_type
+            what = f"The heartbeat details (checkpoint) of activity {name!r}"
+            self._limit.check(what, details)
+            self._checked = details
         super().heartbeat(*details)
+
+
+def _same(these: tuple[Any, ...], those: tuple[Any, ...]) -> bool:
+    return len(these) == len(those) and all(a is b for a, b in zip(these, those, strict=True))
 
 
 class _WorkflowInboundGuard(WorkflowInboundInterceptor):

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 from temporalio.converter import StorageDriverStoreContext as StoreContext
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentrun import (
@@ -30,7 +31,12 @@ from agentrun import (
     StepContext,
 )
 from agentrun._chunks import MIN_CHUNK
-from agentrun._payload_guard import PayloadTooLargeError
+from agentrun._payload_guard import (
+    CODEC_HEADROOM,
+    PayloadLimit,
+    PayloadTooLargeError,
+    _ActivityOutboundGuard,
+)
 from agentrun._plugin import PayloadSettings
 from agentrun._settings import load_settings, parse_size
 from agentrun._storage import LocalStorageDriver, StorageSettings
@@ -312,3 +318,29 @@ async def test_s3_storage_carries_a_large_thread(
     await assert_history_small(client, run_id)
     listed = await asyncio.to_thread(s3_bucket.list_objects_v2, Bucket="agentrun-payloads")
     assert listed["KeyCount"] > 0
+
+
+async def test_a_heartbeat_is_checked_once_per_new_checkpoint_and_an_oversized_one_refused():
+    sent: list[tuple[Any, ...]] = []
+
+    class Sdk:  # the end of the interceptor chain: what would go to the server
+        def heartbeat(self, *details: Any) -> None:
+            sent.append(details)
+
+    limit = PayloadLimit(
+        CODEC_HEADROOM + 1000, "a test's limit", pydantic_data_converter.payload_converter
+    )
+    guard = _ActivityOutboundGuard(Sdk(), limit)  # type: ignore[arg-type]
+    small = {"steps": 1}
+
+    @activity.defn
+    async def beats() -> None:
+        guard.heartbeat(small)
+        guard.heartbeat(small)  # the same checkpoint again: not encoded again
+        with pytest.raises(
+            PayloadTooLargeError, match="heartbeat details \\(checkpoint\\) of activity"
+        ):
+            guard.heartbeat({"steps": 2, "text": "x" * 2000})
+
+    await ActivityEnvironment().run(beats)
+    assert sent == [(small,), (small,)]
