@@ -22,12 +22,7 @@ from temporalio.converter import (
     PayloadCodec,
 )
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import (
-    PollerBehaviorAutoscaling,
-    PollerBehaviorSimpleMaximum,
-    WorkerConfig,
-    WorkflowRunner,
-)
+from temporalio.worker import WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from agentrun._codec import EncryptionCodec, codec_from_settings, tolerant_codec
@@ -52,8 +47,6 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=5)  # turns reach a checkpoint before a ca
 # A run cached on a worker that died goes to another worker after this long (the SDK
 # waits 10 s); live workers take sticky tasks at once.
 STICKY_TIMEOUT = timedelta(seconds=2)
-_SDK_POLLERS = PollerBehaviorSimpleMaximum(maximum=5)
-WORKFLOW_TASK_POLLERS = PollerBehaviorAutoscaling()
 _SDK_DEFAULTS: dict[str, object] = {
     "max_heartbeat_throttle_interval": timedelta(seconds=60),
     "default_heartbeat_throttle_interval": timedelta(seconds=30),
@@ -319,14 +312,6 @@ def _tune(config: WorkerConfig, settings: AgentRunSettings) -> None:
     for key, value in ours.items():
         if loose.get(key) == _SDK_DEFAULTS[key]:
             loose[key] = value
-    # Workflow task pollers scale with the work (Temporal's recommended setting): a
-    # stop's burst of tasks waits on five polls otherwise, past the sticky timeout,
-    # and every task that times out there is replayed in full (BENCHMARKS.md, stop).
-    if (
-        loose.get("workflow_task_poller_behavior") == _SDK_POLLERS
-        and loose.get("max_concurrent_workflow_task_polls") is None
-    ):
-        loose["workflow_task_poller_behavior"] = WORKFLOW_TASK_POLLERS
     # A sleeping or streaming turn holds its slot (the SDK's default is 100).
     if loose.get("max_concurrent_activities") is None and loose.get("tuner") is None:
         loose["max_concurrent_activities"] = settings.max_concurrent_turns

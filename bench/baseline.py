@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from agentrun._constants import HEARTBEAT_EVERY, HEARTBEAT_THROTTLE, TURN_HEARTBEAT_TIMEOUT
-    from agentrun._plugin import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT, WORKFLOW_TASK_POLLERS
+    from agentrun._plugin import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT
     from agentrun._settings import load_settings
     from bench._harness import shared_process_runner
 
@@ -127,7 +127,6 @@ def baseline_worker(client: Client, queue: str) -> Worker:
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
-        workflow_task_poller_behavior=WORKFLOW_TASK_POLLERS,
     )
 
 

@@ -17,7 +17,6 @@ from temporalio.client import (
     QueryWorkflowInput,
     WorkflowExecutionStatus,
 )
-from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
 from agentrun import AgentRunClient, AgentRunPlugin, DelegationError
 from agentrun._constants import DELEGATION_STATUS
@@ -248,19 +247,3 @@ def test_stop_tree_cancels_a_level_only_after_the_level_above():
     below = [("r.1", "r"), ("r.1.1", "r.1"), ("r.1.1.1", "r.1.1"), ("r.2", "r"), ("r.3.1", "r.3")]
     assert levels("r", below) == [["r.1", "r.2", "r.3.1"], ["r.1.1"], ["r.1.1.1"]]
     assert levels("r", []) == []
-
-
-async def test_a_worker_scales_its_workflow_task_polls_unless_its_owner_chose(temporal: Client):
-    # Five polls (the SDK's default) left a stop's burst of workflow tasks waiting past
-    # the sticky timeout, and each was then replayed in full (BENCHMARKS.md, stop).
-    served = Client(
-        temporal.service_client, namespace=temporal.namespace, plugins=[AgentRunPlugin()]
-    )
-    ours = Worker(served, task_queue="polls-scale")
-    assert (
-        ours.config(active_config=True)["workflow_task_poller_behavior"]
-        == PollerBehaviorAutoscaling()
-    )
-    chosen = PollerBehaviorSimpleMaximum(maximum=8)
-    theirs = Worker(served, task_queue="polls-chosen", workflow_task_poller_behavior=chosen)
-    assert theirs.config(active_config=True)["workflow_task_poller_behavior"] == chosen
