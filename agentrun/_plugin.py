@@ -22,7 +22,7 @@ from temporalio.converter import (
     PayloadCodec,
 )
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import WorkerConfig, WorkflowRunner
+from temporalio.worker import PollerBehaviorSimpleMaximum, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from agentrun._codec import EncryptionCodec, codec_from_settings, tolerant_codec
@@ -47,6 +47,10 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=5)  # turns reach a checkpoint before a ca
 # A run cached on a worker that died goes to another worker after this long (the SDK
 # waits 10 s); live workers take sticky tasks at once.
 STICKY_TIMEOUT = timedelta(seconds=2)
+WORKFLOW_TASK_POLLS = PollerBehaviorSimpleMaximum(maximum=20)
+NONSTICKY_POLL_RATIO = 0.05  # of the polls, on the shared queue: one
+_SDK_POLLS = PollerBehaviorSimpleMaximum(maximum=5)
+_SDK_NONSTICKY_RATIO = 0.2
 _SDK_DEFAULTS: dict[str, object] = {
     "max_heartbeat_throttle_interval": timedelta(seconds=60),
     "default_heartbeat_throttle_interval": timedelta(seconds=30),
@@ -312,6 +316,18 @@ def _tune(config: WorkerConfig, settings: AgentRunSettings) -> None:
     for key, value in ours.items():
         if loose.get(key) == _SDK_DEFAULTS[key]:
             loose[key] = value
+    # Twenty workflow task polls, nineteen of them on the worker's sticky queue (the
+    # SDK: five, four). A stop hands the worker a burst of tasks for runs it holds;
+    # four polls took them too slowly, those that waited past STICKY_TIMEOUT went
+    # back to the shared queue and were replayed from the start. New runs still come
+    # one poll at a time: more at once held 1,000 starting runs at 411 MB, not 170.
+    if (
+        loose.get("workflow_task_poller_behavior") == _SDK_POLLS
+        and loose.get("max_concurrent_workflow_task_polls") is None
+        and loose.get("nonsticky_to_sticky_poll_ratio") == _SDK_NONSTICKY_RATIO
+    ):
+        loose["workflow_task_poller_behavior"] = WORKFLOW_TASK_POLLS
+        loose["nonsticky_to_sticky_poll_ratio"] = NONSTICKY_POLL_RATIO
     # A sleeping or streaming turn holds its slot (the SDK's default is 100).
     if loose.get("max_concurrent_activities") is None and loose.get("tuner") is None:
         loose["max_concurrent_activities"] = settings.max_concurrent_turns

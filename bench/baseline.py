@@ -17,7 +17,12 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from agentrun._constants import HEARTBEAT_EVERY, HEARTBEAT_THROTTLE, TURN_HEARTBEAT_TIMEOUT
-    from agentrun._plugin import GRACEFUL_SHUTDOWN, STICKY_TIMEOUT
+    from agentrun._plugin import (
+        GRACEFUL_SHUTDOWN,
+        NONSTICKY_POLL_RATIO,
+        STICKY_TIMEOUT,
+        WORKFLOW_TASK_POLLS,
+    )
     from agentrun._settings import load_settings
     from bench._harness import shared_process_runner
 
@@ -127,6 +132,8 @@ def baseline_worker(client: Client, queue: str) -> Worker:
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+        workflow_task_poller_behavior=WORKFLOW_TASK_POLLS,
+        nonsticky_to_sticky_poll_ratio=NONSTICKY_POLL_RATIO,
     )
 
 
