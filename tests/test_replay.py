@@ -5,7 +5,8 @@ resume, failure, continue-as-new, tool calls, a tree stopped by its budget) of e
 version of the workflow that ran: the first set before any patch, the next with the
 patches ``child-settled-signal`` and ``cancel-children-at-once``, then with tool calls
 as activities, the latest with children settled from their own executions, ids that
-name their agent, and trees that count their runs and keep their usage in memos. A workflow change
+name their agent, and trees that count their runs and keep their usage in memos, and
+a tree stopped a level at a time by ``stop_tree``. A workflow change
 that would break running workflows fails here. After a deliberate, versioned change,
 record the new version's histories alongside the old ones (never instead of them):
 ``AGENTRUN_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_replay.py``.
@@ -22,7 +23,7 @@ from temporalio.worker import Replayer
 
 from agentrun import AgentRunClient, AgentRunPlugin, Budget
 from agentrun._models import AgentRunInput
-from tests.helpers import child, run, script, tool
+from tests.helpers import child, eventually, run, script, tool
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -83,7 +84,16 @@ async def record_representative_runs(runs: AgentRunClient, owner: str) -> dict[s
         budget=Budget(runs=3),
     )
     await runs.wait(owner, budgeted, timeout=30)
+    # A tree stopped a level at a time by stop_tree, started by a client that follows.
+    sleeper = child({"sleep": 60})
+    prompt = script(run("scripted", sleeper, background=True), {"sleep": 60})
+    tree = await runs.start(owner, "scripted", prompt, follow=True)
+    leaf = f"{tree}.1-scripted"
+    await eventually(lambda: runs.summary(owner, leaf), lambda s: s and s.status == "running")
+    await runs.stop_tree(owner, tree)
     return {
+        "stopped_tree": tree,
+        "stopped_tree_leaf": leaf,
         "budget_stopped": budgeted,
         "tool_calls": tooled,
         "continued_as_new": continued,
