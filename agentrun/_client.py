@@ -109,7 +109,7 @@ class AgentRunClient:
         everything it delegates may spend together (docs/budgets.md). ``follow``: the
         caller follows the run's events from the start (``events``), so its first turn
         sends them at the followed pace from the first one, not after it learns of the
-        follower (docs/streaming.md)."""
+        follower (docs/design.md, "Streaming")."""
         run_input = AgentRunInput(
             owner_thread_id=owner_thread_id,
             agent_id=agent_id,

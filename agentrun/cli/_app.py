@@ -146,14 +146,12 @@ def run(
     async def start_and_follow(runs: AgentRunClient) -> int:
         if no_wait and not detach:
             await require_worker(runs, "the run was not started")
+        follow = not detach  # printed from its first event on
         if from_run:
             agent_or_none = agent_id.strip() if agent_id else None
-            run_id = await runs.start_from(
-                owner, from_run, asked, agent_or_none, budget, follow=not detach
-            )
+            run_id = await runs.start_from(owner, from_run, asked, agent_or_none, budget, follow)
         else:
             agent_or_blank = (agent_id or "").strip()
-            follow = not detach
             run_id = await runs.start(owner, agent_or_blank, asked, budget=budget, follow=follow)
         if detach:
             _print_started(run_id, owner, json_output)
