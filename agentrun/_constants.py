@@ -96,6 +96,12 @@ USAGE_MEMO = "usage"
 # characters (a listing page carries a thousand runs); the run's summary has it whole.
 TEXT_MEMO = "text"
 TEXT_MEMO_CHARS = 2000
+# The reason ``stop_tree`` gives each cancel: it cancels every open run of the subtree
+# itself, a level at a time, so a run stopped so sends its children no cancel of its
+# own unless one is still running ``CASCADE_FALLBACK`` later (a run the listing missed,
+# or a caller that died mid-stop). Any other cancel cascades as Temporal's does.
+STOP_TREE_REASON = "agentrun stop_tree: every run of the subtree is cancelled by the caller"
+CASCADE_FALLBACK = timedelta(seconds=15)
 # Asked of a tree's root for runs to start; answered with how many it grants.
 UPDATE_RESERVE_RUNS = "reserve_runs"
 RESERVE_RUNS_ACTIVITY = "reserve_runs"

@@ -9,8 +9,9 @@ which lists the tree anyway, adds:
 - a cancel of every open run of the subtree, a level at a time (the next level once
   the server has taken this one's): a run's cancel is in its history before its
   children's, so it closes stopped, never completed by children that closed first;
-  its own requests to its children then find them stopping, or gone (nothing to do)
-  (BENCHMARKS.md, stop);
+  each cancel gives the reason ``STOP_TREE_REASON``, and a run cancelled for it sends
+  its children no cancel of its own unless one still runs ``CASCADE_FALLBACK`` later
+  (workflows/_children.py; BENCHMARKS.md, stop);
 - the wait: one result long poll per *top* (the run stopped, and runs no running
   parent stops: children resumed after their parent closed), and a visibility count
   of the subtree's running runs, which says whether the stop still makes progress and
@@ -40,7 +41,7 @@ from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowFailu
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentrun._constants import TEXT_MEMO
+from agentrun._constants import STOP_TREE_REASON, TEXT_MEMO
 from agentrun._delegation import not_running
 from agentrun._listing import VisibleRun, list_tree
 from agentrun._models import RunSummary
@@ -171,7 +172,7 @@ class TreeStop:
         """Request the run's cancel; a run already gone is nothing to cancel."""
         handle = self._client.get_workflow_handle(run_id)
         try:
-            await retried(lambda: self._reader.bounded(handle.cancel()))
+            await retried(lambda: self._reader.bounded(handle.cancel(reason=STOP_TREE_REASON)))
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     DescribeWorkflowInput,
@@ -20,7 +21,7 @@ from temporalio.client import (
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
 from agentrun import AgentRunClient, AgentRunPlugin, DelegationError
-from agentrun._constants import DELEGATION_STATUS
+from agentrun._constants import CASCADE_FALLBACK, DELEGATION_STATUS, STOP_TREE_REASON
 from agentrun._models import AgentRunInput
 from agentrun._stopping import levels
 from tests.helpers import child, eventually, run, script, tool, tool_results, turn_results
@@ -50,6 +51,65 @@ async def test_stop_tree_stops_parent_child_and_grandchild(runs: AgentRunClient,
         (f"{root}.1-scripted.1-scripted", "stopped"),
     ]
     assert stopped[2].assistant == "grandchild working"
+
+
+async def _kinds(temporal: Client, run_id: str) -> list[str]:
+    """The run's history, as event kinds (``request_cancel_external_…``)."""
+    history = await temporal.get_workflow_handle(run_id).fetch_history()
+    names = (EventType.Name(event.event_type) for event in history.events)
+    return [name.removeprefix("EVENT_TYPE_").lower() for name in names]
+
+
+async def _cancel_reason(temporal: Client, run_id: str) -> str:
+    history = await temporal.get_workflow_handle(run_id).fetch_history()
+    requested = [
+        event.workflow_execution_cancel_requested_event_attributes.cause
+        for event in history.events
+        if event.HasField("workflow_execution_cancel_requested_event_attributes")
+    ]
+    return requested[0]
+
+
+async def test_a_run_stopped_by_stop_tree_cancels_no_child_itself(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    root = await three_level_tree(runs, owner)
+    stopped = await runs.stop_tree(owner, root)
+    assert [s.status for s in stopped] == ["stopped"] * 3
+    for summary in stopped:
+        # Each cancel says who sent it (the Web UI and `temporal workflow show` show it),
+        # and the stop_tree caller cancelled every run: none sent its children another.
+        assert await _cancel_reason(temporal, summary.run_id) == STOP_TREE_REASON
+        kinds = await _kinds(temporal, summary.run_id)
+        assert "request_cancel_external_workflow_execution_initiated" not in kinds, kinds
+        assert kinds[-1] == "workflow_execution_canceled"
+
+
+async def test_a_run_told_its_stopper_cancels_the_subtree_cancels_what_is_left_running(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    # A stop_tree caller that died right after cancelling the top: its children are
+    # cancelled by the run itself, once ``CASCADE_FALLBACK`` has passed.
+    root = await three_level_tree(runs, owner)
+    await temporal.get_workflow_handle(root).cancel(reason=STOP_TREE_REASON)
+    fallback = CASCADE_FALLBACK.total_seconds()
+    for run_id in [root, f"{root}.1-scripted", f"{root}.1-scripted.1-scripted"]:
+        handle = temporal.get_workflow_handle(run_id)
+        description = await eventually(
+            handle.describe,
+            lambda d: d.status != WorkflowExecutionStatus.RUNNING,
+            timeout=fallback + 60,
+            every=0.5,
+        )
+        assert description.status == WorkflowExecutionStatus.CANCELED
+        assert description.typed_search_attributes.get(DELEGATION_STATUS) == "stopped"
+    kinds = await _kinds(temporal, root)
+    waited = kinds.index("timer_fired")
+    assert kinds.index("request_cancel_external_workflow_execution_initiated") > waited, kinds
+    # Its child had the root's cancel, no reason: it cancelled its own child at once.
+    middle = await _kinds(temporal, f"{root}.1-scripted")
+    assert "timer_fired" not in middle, middle
+    assert "request_cancel_external_workflow_execution_initiated" in middle, middle
 
 
 class _Reads(Interceptor):

@@ -33,6 +33,7 @@ from agentrun._constants import (
     QUERY_THREAD,
     SIGNAL_ASSISTANT_OUTPUT,
     SIGNAL_CHILD_SETTLED,
+    STOP_TREE_REASON,
     TEXT_MEMO,
     TEXT_MEMO_CHARS,
     TURN_ACTIVITY,
@@ -336,7 +337,8 @@ class AgentRunWorkflow:
     async def _close_stopped(self) -> None:
         self._take_inbox()  # a resumed run sees them
         self._set_status("stopped")
-        await self._children.stop_all()
+        by_stop_tree = workflow.cancellation_reason() == STOP_TREE_REASON
+        await self._children.stop_all(cancelled_by_stopper=by_stop_tree)
         self._error = await self._tree.closing_error() or self._error
         self._publish("finish", summary=self.summary())
         await self._tree.stopped()
