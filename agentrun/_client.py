@@ -27,7 +27,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun._causal import CauseFirst
-from agentrun._constants import DEFAULT_TASK_QUEUE, QUERY_RUN_STATE, QUERY_THREAD, WORKFLOW_TYPE
+from agentrun._constants import (
+    DEFAULT_TASK_QUEUE,
+    QUERY_RUN_STATE,
+    QUERY_THREAD,
+    RUN_VERSION,
+    WORKFLOW_TYPE,
+)
 from agentrun._delegation import DelegationError, not_resumable, unknown_run
 from agentrun._follow import follow
 from agentrun._listing import ListedRun, VisibleRun, list_owner_runs, list_tree, owner_query
@@ -482,7 +488,9 @@ class AgentRunClient:
     ) -> None:
         await self.temporal.start_workflow(
             WORKFLOW_TYPE,
-            run_input.model_copy(update={"search_attributes_set": True, "text_memo": True}),
+            run_input.model_copy(
+                update={"search_attributes_set": True, "text_memo": True, "version": RUN_VERSION}
+            ),
             id=run_id,
             task_queue=self.task_queue,
             id_reuse_policy=reuse,

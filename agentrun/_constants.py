@@ -102,6 +102,9 @@ TEXT_MEMO_CHARS = 2000
 # or a caller that died mid-stop). Any other cancel cascades as Temporal's does.
 STOP_TREE_REASON = "agentrun stop_tree: every run of the subtree is cancelled by the caller"
 CASCADE_FALLBACK = timedelta(seconds=15)
+# The workflow code version every starter gives its runs (``AgentRunInput.version``;
+# what each version changes: agentrun/_versions.py).
+RUN_VERSION = 1
 # Asked of a tree's root for runs to start; answered with how many it grants.
 UPDATE_RESERVE_RUNS = "reserve_runs"
 RESERVE_RUNS_ACTIVITY = "reserve_runs"

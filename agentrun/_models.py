@@ -144,6 +144,10 @@ class AgentRunInput(BaseModel):
     # The run keeps its latest text in its memo when it closes stopped (``TEXT_MEMO``).
     # Set by every starter since it exists; a run from before replays without it.
     text_memo: bool = False
+    # The workflow code its starter wrote the run for (agentrun/_versions.py): from
+    # version 1 the run takes every patched path without a marker. Set by every starter
+    # since it exists; a run from before replays with 0.
+    version: int = Field(default=0, ge=0, le=MAX_COUNT)
     # The client that started the run follows it from the start (``start(follow=True)``,
     # ``agentrun run``): its first turn streams at the followed pace from its first event.
     followed: bool = False

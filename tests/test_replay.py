@@ -6,7 +6,9 @@ version of the workflow that ran: the first set before any patch, the next with 
 patches ``child-settled-signal`` and ``cancel-children-at-once``, then with tool calls
 as activities, the latest with children settled from their own executions, ids that
 name their agent, and trees that count their runs and keep their usage in memos, and
-a tree stopped a level at a time by ``stop_tree``. A workflow change
+a tree stopped a level at a time by ``stop_tree``; then runs of ``version`` 1, which
+write no patch marker, in a tree whose runs ``stop_tree`` cancels each with its reason
+(``STOP_TREE_REASON``). A workflow change
 that would break running workflows fails here. After a deliberate, versioned change,
 record the new version's histories alongside the old ones (never instead of them):
 ``AGENTRUN_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_replay.py``.
@@ -134,7 +136,7 @@ async def test_recorded_histories_replay_on_current_code():
         assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
 
-async def test_fresh_histories_replay_on_current_code(
+async def test_fresh_histories_replay_on_current_code_and_ask_no_patch(
     runs: AgentRunClient, temporal: Client, owner: str
 ):
     replayer = Replayer(workflows=[], plugins=[AgentRunPlugin()])
@@ -142,3 +144,9 @@ async def test_fresh_histories_replay_on_current_code(
         history = await temporal.get_workflow_handle(run_id).fetch_history()
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{run_id}: {result.replay_failure}"
+        # Started by this code (``AgentRunInput.version``): every patched path taken
+        # without a marker or a ``TemporalChangeVersion`` upsert (agentrun/_versions.py).
+        markers = [
+            e.event_id for e in history.events if e.HasField("marker_recorded_event_attributes")
+        ]
+        assert not markers, f"{run_id}: patch markers at events {markers}"

@@ -35,6 +35,7 @@ from agentrun._models import (
     StopForBudget,
 )
 from agentrun._usage import BudgetScope, BudgetStop, Usage
+from agentrun._versions import taken
 
 # Runs that ask their tree's root before they start children (an activity and an
 # update): patched, so runs from before replay as they ran.
@@ -55,6 +56,7 @@ class TreeBudget:
         """From the run's input: its own budget, its ancestors', its root, its count."""
         self.run_id = run_id
         self._owner = run_input.owner_thread_id
+        self._version = run_input.version
         self.budget = run_input.budget
         self._inherited = run_input.budgets
         self.root_run_id = run_input.root_run_id or (None if has_parent else run_id)
@@ -97,7 +99,7 @@ class TreeBudget:
         spending = [s for s in self.scopes() if s.budget.limits_spending()]
         if self.ledger is not None and not spending:
             return self.ledger.grant(self._request(count), self.policy.max_runs_per_tree)
-        if self.root_run_id is None or not workflow.patched(TREE_LEDGER_PATCH):
+        if self.root_run_id is None or not taken(self._version, TREE_LEDGER_PATCH):
             return RunGrant(granted=count)
         return None
 
@@ -170,6 +172,6 @@ class TreeBudget:
         """Keep the run's usage in its memo when it changed (one history event)."""
         if usage == (self._memo_usage or Usage()):
             return
-        if workflow.patched(USAGE_MEMO_PATCH):
+        if taken(self._version, USAGE_MEMO_PATCH):
             workflow.upsert_memo({USAGE_MEMO: usage.model_dump(mode="json")})
             self._memo_usage = usage

@@ -31,6 +31,7 @@ from agentrun._constants import (
     MAX_CHILDREN_PER_RUN,
     READ_RUN_ACTIVITY,
     READ_SUMMARY_ACTIVITY,
+    RUN_VERSION,
     WORKFLOW_TYPE,
 )
 from agentrun._delegation import (
@@ -58,6 +59,7 @@ from agentrun._models import (
 )
 from agentrun._run_ids import child_run_id
 from agentrun._usage import Budget
+from agentrun._versions import PATCHES_TAKEN, taken
 from agentrun._visibility import start_search_attributes
 from agentrun._webui import static_details, static_summary
 
@@ -83,6 +85,7 @@ class Parent:
     owner_thread_id: str
     depth: int
     task_queue: str
+    version: int  # ``AgentRunInput.version`` (agentrun/_versions.py)
 
 
 class Children:
@@ -140,7 +143,7 @@ class Children:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: not self.running(), timeout=CASCADE_FALLBACK)
         running = self.running()
-        if _cancels_at_once(len(running)):
+        if _cancels_at_once(self._parent.version, len(running)):
             await asyncio.gather(*(self._cancel(run_id) for run_id in running))
         else:  # how runs stopped before this change replay
             for run_id in running:
@@ -189,7 +192,7 @@ class Children:
         is awaited, so calls of one turn that start children at once get ``.1``, ``.2``,
         ... (patched: runs from before named children ``<parent>.<n>``, numbered by the
         children already in the table)."""
-        if not workflow.patched(CHILD_IDS_PATCH):
+        if not taken(self._parent.version, CHILD_IDS_PATCH):
             return f"{self._parent.run_id}.{len(self.table) + 1}"
         self._numbered = max(self._numbered, len(self.table)) + 1
         return child_run_id(self._parent.run_id, self._numbered, agent_id)
@@ -280,7 +283,7 @@ class Children:
             state = await self._read(run_id)
             if state is not None and state.summary.epoch == child.epoch:
                 child = state.summary
-        elif child.status == "stopped" and workflow.patched(CHILD_REPORT_PATCH):
+        elif child.status == "stopped" and taken(self._parent.version, CHILD_REPORT_PATCH):
             # Its text as it closed, from itself: settled while this run stopped, the
             # table has only its status.
             said = await self._read_summary(run_id)
@@ -310,7 +313,13 @@ class Children:
         try:
             handle = await workflow.start_child_workflow(
                 WORKFLOW_TYPE,
-                child.model_copy(update={"search_attributes_set": True, "text_memo": True}),
+                child.model_copy(
+                    update={
+                        "search_attributes_set": True,
+                        "text_memo": True,
+                        "version": RUN_VERSION,
+                    }
+                ),
                 id=run_id,
                 task_queue=self._parent.task_queue,
                 result_type=RunSummary,
@@ -368,7 +377,7 @@ class Children:
                 return RunSummary.model_validate(cause.details[0])
             except ValueError:
                 pass
-        if workflow.patched(CHILD_REPORT_PATCH):
+        if taken(self._parent.version, CHILD_REPORT_PATCH):
             if isinstance(cause, CancelledError) and workflow.cancellation_reason() is not None:
                 # Stopped with this run: the status now, the text when asked for it
                 # (``agent_output``); no read while the whole tree closes.
@@ -400,7 +409,7 @@ class Children:
             # The child closed before the request reached it (``stop_tree`` cancels
             # every level itself): nothing left to cancel. Before this, the stopping
             # run failed with the request's error; a history of that replays so.
-            if not workflow.patched(CLOSED_CHILD_CANCEL_PATCH):
+            if not taken(self._parent.version, CLOSED_CHILD_CANCEL_PATCH):
                 raise
 
     async def _read(self, run_id: str) -> RunState | None:
@@ -426,7 +435,7 @@ async def _read_run(activity: str, run_id: str, result: type[_Read]) -> _Read | 
 CLOSED_CHILD_CANCEL_PATCH = "cancel-of-closed-child-is-done"
 
 
-def _cancels_at_once(running: int) -> bool:
+def _cancels_at_once(version: int, running: int) -> bool:
     """Whether a stop cancels its running children at once (patched), not one by one.
 
     With one child or none both ways issue the same commands, so a live run asks
@@ -434,6 +443,8 @@ def _cancels_at_once(running: int) -> bool:
     stopped run). On replay the history says: a run from before this marked the patch
     whatever its children, and the marker is matched here.
     """
+    if version >= PATCHES_TAKEN:
+        return True
     if running > 1 or workflow.unsafe.is_replaying():
         return workflow.patched("cancel-children-at-once")
     return True

@@ -65,6 +65,7 @@ from agentrun._models import (
     parse_run_input,
 )
 from agentrun._payload_guard import PayloadTooLargeError
+from agentrun._versions import taken
 from agentrun._webui import current_details, resume_hint
 from agentrun.workflows._approvals import Approvals, awaiting_details
 from agentrun.workflows._budgets import TreeBudget
@@ -119,7 +120,13 @@ class AgentRunWorkflow:
         self._tail_from: int | None = None  # the thread's length when the last turn began
         self._tree = TreeBudget(self._run_id, self._input, self._parent_run_id is not None)
         self._children = Children(
-            Parent(self._run_id, self._input.owner_thread_id, self._input.depth, info.task_queue),
+            Parent(
+                self._run_id,
+                self._input.owner_thread_id,
+                self._input.depth,
+                info.task_queue,
+                self._input.version,
+            ),
             self._input.children,
             self._publish_child,
             self._tree.access(),
@@ -361,7 +368,7 @@ class AgentRunWorkflow:
         parent = workflow.info().parent
         if parent is None or not workflow.unsafe.is_replaying():
             return
-        if workflow.patched(CHILD_REPORT_PATCH):
+        if taken(self._input.version, CHILD_REPORT_PATCH):
             return
         if not workflow.patched("child-settled-signal"):
             return
@@ -438,7 +445,7 @@ class AgentRunWorkflow:
         """A child's stopped summary, as children once reported it. Any client could
         send one, so a run now settles its children from their own executions and
         drops the report; runs from before replay taking it."""
-        if workflow.patched(CHILD_REPORT_PATCH):
+        if taken(self._input.version, CHILD_REPORT_PATCH):
             workflow.logger.warning("Dropped a child_settled signal to run %s", self._run_id)
             return
         try:
