@@ -18,6 +18,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
+from temporalio.common import RawValue
 from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
 from temporalio.service import RPCError
 
@@ -147,7 +148,7 @@ async def beating(
         # (each is a write on the server); a silent turn still times out only after
         # its heartbeat timeout.
         durable, flushed_at, beaten_at = progress.checkpoint, -every(), clock()
-        details = durable.model_dump(mode="json")
+        details = _details(durable)
         while True:
             now, latest = clock(), progress.checkpoint
             if progress.unsent:
@@ -161,7 +162,7 @@ async def beating(
             try:
                 await stream.flush()  # at once when nothing was handed over
                 if latest_sent and latest is not durable:
-                    durable, details = latest, latest.model_dump(mode="json")
+                    durable, details = latest, _details(latest)
             except RPCError as err:  # the server is away: beat the last durable one
                 logger.warning("Turn of %s could not flush its events: %s", turn.run_id, err)
             if now - beaten_at >= HEARTBEAT_EVERY:
@@ -180,6 +181,13 @@ async def beating(
     # before the events it never sent are read, and the batch it sent is confirmed.
     await asyncio.gather(task, watching, return_exceptions=True)
     await stream.flush()
+
+
+def _details(checkpoint: TurnCheckpoint) -> RawValue:
+    """The checkpoint as heartbeat details, encoded once: the turn beats it five times a
+    second until it changes, and the SDK encodes the details of every heartbeat (a
+    ``RawValue`` passes through; a codec still applies). A retry reads it back as JSON."""
+    return RawValue(activity.payload_converter().to_payload(checkpoint))
 
 
 async def _until_due(

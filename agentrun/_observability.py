@@ -22,13 +22,15 @@ each run, outcome and event is counted once by the worker that saw it happen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from temporalio import activity, workflow
-from temporalio.common import MetricCounter
+from temporalio.common import MetricCounter, RawValue
 from temporalio.exceptions import FailureError
 from temporalio.plugin import SimplePlugin as Plugin
 from temporalio.runtime import LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig
@@ -310,10 +312,14 @@ class _CheckpointCounter(ActivityOutboundInterceptor):
         # A retry starts from the checkpoint its previous attempt wrote: not a new one.
         self._steps = _checkpoint_steps(info.heartbeat_details)
         self._counter: MetricCounter | None = None
+        self._seen: Any = None  # the details last counted: a turn beats each many times
 
     def heartbeat(self, *details: Any) -> None:
         super().heartbeat(*details)
-        self.count(_checkpoint_steps(details))
+        first = details[0] if details else None
+        if first is not self._seen:
+            self._seen = first
+            self.count(_checkpoint_steps(details))
 
     def count(self, steps: int) -> None:
         """Count the steps up to ``steps`` not counted yet."""
@@ -327,10 +333,15 @@ class _CheckpointCounter(ActivityOutboundInterceptor):
 
 
 def _checkpoint_steps(details: Any) -> int:
-    """``steps`` of a turn checkpoint (``TurnCheckpoint`` as JSON), 0 if there is none."""
-    if not details or not isinstance(details[0], Mapping):
+    """``steps`` of a turn checkpoint (``TurnCheckpoint`` as JSON, or that encoded
+    already: activities/_beat.py), 0 if there is none."""
+    checkpoint = details[0] if details else None
+    if isinstance(checkpoint, RawValue):
+        with contextlib.suppress(ValueError):
+            checkpoint = json.loads(checkpoint.payload.data)
+    if not isinstance(checkpoint, Mapping):
         return 0
-    steps = details[0].get("steps")
+    steps = checkpoint.get("steps")
     return steps if isinstance(steps, int) else 0
 
 

@@ -12,6 +12,7 @@ import pytest
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 from temporalio.converter import StorageDriverStoreContext as StoreContext
@@ -341,6 +342,10 @@ async def test_a_heartbeat_is_checked_once_per_new_checkpoint_and_an_oversized_o
             PayloadTooLargeError, match="heartbeat details \\(checkpoint\\) of activity"
         ):
             guard.heartbeat({"steps": 2, "text": "x" * 2000})
+        # A turn's checkpoint comes encoded already (activities/_beat.py): checked as is.
+        encoded = pydantic_data_converter.payload_converter.to_payload({"text": "x" * 2000})
+        with pytest.raises(PayloadTooLargeError, match="heartbeat details"):
+            guard.heartbeat(RawValue(encoded))
 
     await ActivityEnvironment().run(beats)
     assert sent == [(small,), (small,)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
@@ -55,4 +56,33 @@ async def test_retry_after_the_ending_step_returns_the_checkpointed_ending(
     assert result.tool_calls == [call]
     assert result.messages == [said]
     assert result.error is None and not result.stopped
+    await runs.stop_tree(owner, run_id)
+
+
+async def test_a_running_turn_heartbeats_its_latest_checkpoint_as_json(
+    runs: AgentRunClient, temporal: Client, owner: str
+):
+    # What the server keeps for a retry (and `temporal workflow describe` shows): the
+    # turn's latest checkpoint, one JSON payload, encoded once however often it beats.
+    run_id = await runs.start(owner, "scripted", script({"say": "napping"}, {"sleep": 60}))
+    handle = temporal.get_workflow_handle(run_id)
+
+    async def checkpoint() -> dict[str, object] | None:
+        pending = (await handle.describe()).raw_description.pending_activities
+        if not pending or not pending[0].heartbeat_details.payloads:
+            return None
+        payload = pending[0].heartbeat_details.payloads[0]
+        assert payload.metadata["encoding"] == b"json/plain"
+        decoded: dict[str, object] = json.loads(payload.data)
+        return decoded
+
+    def slept(value: dict[str, object] | None) -> float:
+        state = value.get("agent_state") if value else None
+        return float(state.get("slept", 0)) if isinstance(state, dict) else 0.0
+
+    first = await eventually(checkpoint, lambda c: slept(c) > 0)
+    later = await eventually(checkpoint, lambda c: slept(c) > slept(first))
+    restored = TurnCheckpoint.model_validate(later)
+    assert restored.steps > TurnCheckpoint.model_validate(first).steps
+    assert [m.content for m in restored.messages] == ["napping"]
     await runs.stop_tree(owner, run_id)
