@@ -18,7 +18,6 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
-from temporalio.common import RawValue
 from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
 from temporalio.service import RPCError
 
@@ -30,7 +29,7 @@ from agentrun._constants import (
     HEARTBEAT_EVERY,
     QUERY_STREAM_POLLS,
 )
-from agentrun._models import AgentEvent, TurnCheckpoint, TurnInput
+from agentrun._models import AgentEvent, EncodedCheckpoint, TurnCheckpoint, TurnInput
 
 logger = logging.getLogger(__name__)
 
@@ -183,11 +182,12 @@ async def beating(
     await stream.flush()
 
 
-def _details(checkpoint: TurnCheckpoint) -> RawValue:
-    """The checkpoint as heartbeat details, encoded once: the turn beats it five times a
-    second until it changes, and the SDK encodes the details of every heartbeat (a
-    ``RawValue`` passes through; a codec still applies). A retry reads it back as JSON."""
-    return RawValue(activity.payload_converter().to_payload(checkpoint))
+def _details(checkpoint: TurnCheckpoint) -> EncodedCheckpoint:
+    """The checkpoint as heartbeat details, encoded once: the turn beats it until it
+    changes, and the SDK encodes the details of every heartbeat (a ``RawValue`` passes
+    through; a codec still applies). A retry reads it back as JSON."""
+    payload = activity.payload_converter().to_payload(checkpoint)
+    return EncodedCheckpoint(payload, steps=checkpoint.steps)
 
 
 async def _until_due(

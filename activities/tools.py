@@ -2,7 +2,7 @@
 
 Every call is an activity of its own (``agentrun.tool.<name>``, ``agentrun.mcp.<server>``)
 that the workflow schedules with the tool's timeouts, retries and task queue. A call
-heartbeats once it has run a beat (0.2 s), so a stop reaches it in a few tenths of a
+heartbeats once it has run a beat (0.3 s), so a stop reaches it in a few tenths of a
 second and a dead worker's call moves to another worker after the tool's heartbeat
 timeout; a quick call sends no heartbeat and opens no progress stream.
 

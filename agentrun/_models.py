@@ -7,10 +7,12 @@ histories keep working.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from temporalio.common import RawValue
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 from agentrun._constants import TURN_HEARTBEAT_TIMEOUT, TURN_START_TO_CLOSE
@@ -464,6 +466,15 @@ class TurnCheckpoint(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class EncodedCheckpoint(RawValue):
+    """A ``TurnCheckpoint`` as heartbeat details, encoded once (activities/_beat.py): the
+    SDK passes a ``RawValue`` through. ``steps`` is its ``steps``, for the metric of
+    checkpoints written (agentrun/_observability.py)."""
+
+    steps: int = 0
 
 
 class ResumeChildRequest(BaseModel):

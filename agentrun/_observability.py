@@ -22,15 +22,13 @@ each run, outcome and event is counted once by the worker that saw it happen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from temporalio import activity, workflow
-from temporalio.common import MetricCounter, RawValue
+from temporalio.common import MetricCounter
 from temporalio.exceptions import FailureError
 from temporalio.plugin import SimplePlugin as Plugin
 from temporalio.runtime import LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig
@@ -51,6 +49,7 @@ from temporalio.worker import (
 from temporalio.workflow import ActivityHandle, ChildWorkflowHandle
 
 from agentrun._constants import TURN_ACTIVITY
+from agentrun._models import EncodedCheckpoint
 from agentrun._usage import Usage
 
 __all__ = [
@@ -333,12 +332,11 @@ class _CheckpointCounter(ActivityOutboundInterceptor):
 
 
 def _checkpoint_steps(details: Any) -> int:
-    """``steps`` of a turn checkpoint (``TurnCheckpoint`` as JSON, or that encoded
-    already: activities/_beat.py), 0 if there is none."""
+    """``steps`` of a turn checkpoint (``TurnCheckpoint`` as JSON, or encoded already:
+    activities/_beat.py), 0 if there is none."""
     checkpoint = details[0] if details else None
-    if isinstance(checkpoint, RawValue):
-        with contextlib.suppress(ValueError):
-            checkpoint = json.loads(checkpoint.payload.data)
+    if isinstance(checkpoint, EncodedCheckpoint):
+        return checkpoint.steps
     if not isinstance(checkpoint, Mapping):
         return 0
     steps = checkpoint.get("steps")

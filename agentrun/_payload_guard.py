@@ -206,7 +206,7 @@ class _ActivityOutboundGuard(ActivityOutboundInterceptor):
         # An oversized checkpoint would fail the attempt, and every retry would resume
         # from the checkpoint before it and fail the same way. The very objects the
         # last heartbeat checked are not encoded again: a turn beats its unchanged
-        # checkpoint five times a second, and encoding it was a twentieth of a busy
+        # checkpoint about three times a second, and encoding it was a twentieth of a busy
         # worker's time (BENCHMARKS.md, stop). Changed details are new objects.
         if not _same(details, self._checked):
             name = activity.info().activity_type

@@ -34,6 +34,7 @@ from bench._harness import (
     percentile,
 )
 from bench.baseline import BaselineTree, baseline_worker
+from bench.scenarios.running import cpu_seconds
 
 LEAF = {"steps": [{"sleep": 600}]}
 
@@ -180,9 +181,29 @@ def _leaf_phases(phases: dict[str, list[float]], marks: dict[str, float], stoppe
         phases[name].append(at[end] - at[start])
 
 
-async def baseline_stop_once(client: Client, queue: str, size: int) -> tuple[float, str, float]:
+@dataclass
+class Asleep:
+    """Cores used while a tree slept, the settle before its stop: this process (both
+    sides' workers, one side's tree at a time, and an idle client) and the server."""
+
+    workers: float
+    server: float
+
+
+async def settle(server_pid: int | None) -> Asleep:
+    """Sleep ``SETTLE`` (every leaf is then inside its sleep); the cores used meanwhile."""
+    start, own, served = time.perf_counter(), time.process_time(), cpu_seconds(server_pid or 0)
+    await asyncio.sleep(SETTLE)
+    took = time.perf_counter() - start
+    used = time.process_time() - own, cpu_seconds(server_pid or 0) - served
+    return Asleep(used[0] / took, used[1] / took)
+
+
+async def baseline_stop_once(
+    client: Client, queue: str, size: int, server_pid: int | None
+) -> tuple[float, str, float, Asleep]:
     """Seconds from the root's cancel until no node of the baseline tree is running,
-    the root's workflow id, and the wall time of the cancel."""
+    the root's workflow id, the wall time of the cancel, and the cores it used asleep."""
     middles, leaves = SHAPES[size]
     fanout = [middles, leaves] if leaves else [middles]
     handle = await client.start_workflow(
@@ -191,14 +212,14 @@ async def baseline_stop_once(client: Client, queue: str, size: int) -> tuple[flo
     built = time.perf_counter()
     await _wait_running(client, None, size)
     print(f"    baseline tree of {size} running in {time.perf_counter() - built:.1f} s", flush=True)
-    await asyncio.sleep(SETTLE)  # every leaf is now inside its sleep
+    asleep = await settle(server_pid)
     start, wall_start = time.perf_counter(), time.time()
     await handle.cancel()
     with contextlib.suppress(WorkflowFailureError):
         await handle.result()
     while await _baseline_running(client):
         await asyncio.sleep(0.02)
-    return time.perf_counter() - start, handle.id, wall_start
+    return time.perf_counter() - start, handle.id, wall_start, asleep
 
 
 async def _last_close(client: Client, owner: str) -> float:
@@ -220,9 +241,12 @@ class Stopped:
     walk_closed: float  # ... over the closed tree
     owner: str
     stopped_at: float  # wall time ``stop_tree`` was called
+    asleep: Asleep
 
 
-async def stop_once(runs: AgentRunClient, size: int, walk: bool = True) -> Stopped:
+async def stop_once(
+    runs: AgentRunClient, size: int, walk: bool = True, server_pid: int | None = None
+) -> Stopped:
     """Seconds from ``stop_tree`` until every run closed (seen by the client; recorded
     by the server), and of a subtree walk over the closed runs."""
     owner = new_owner()
@@ -230,7 +254,7 @@ async def stop_once(runs: AgentRunClient, size: int, walk: bool = True) -> Stopp
     root = await runs.start(owner, "scripted", tree_script(size))
     await _wait_running(runs.temporal, owner, size)
     print(f"    agentrun tree of {size} running in {time.perf_counter() - built:.1f} s", flush=True)
-    await asyncio.sleep(SETTLE)  # every leaf is now inside its sleep
+    asleep = await settle(server_pid)
     summary = await runs.summary(owner, root)
     assert summary is not None
     # No walk of the open tree here: its reads of every run (a query and a describe
@@ -245,7 +269,7 @@ async def stop_once(runs: AgentRunClient, size: int, walk: bool = True) -> Stopp
     if walk:  # what `agentrun tree` costs over the closed tree (the last stop of a size)
         await runs.subtree(owner, root)
         walk_closed = time.perf_counter() - walk_start
-    return Stopped(seen, last_close, walk_closed, owner, wall_start)
+    return Stopped(seen, last_close, walk_closed, owner, wall_start, asleep)
 
 
 async def run(report: Report) -> None:
@@ -261,19 +285,20 @@ async def run(report: Report) -> None:
                     # The closed tree is walked after a size's last stop, not the 300
                     # tree's (15 s of the full run; the 100 tree's shows its cost).
                     walks = [n == repeats - 1 and size != 300 for n in range(repeats)]
-                    results = [await stop_once(runs, size, walk=walk) for walk in walks]
+                    results = [await stop_once(runs, size, walk, server.pid) for walk in walks]
                     bases = [
-                        await baseline_stop_once(server.client, baseline_queue, size)
+                        await baseline_stop_once(server.client, baseline_queue, size, server.pid)
                         for _ in range(repeats)
                     ]
-                    _report(report, size, results, [seconds for seconds, _, _ in bases])
+                    _report(report, size, results, [seconds for seconds, *_ in bases])
+                    _report_asleep(report, size, results, [asleep for *_, asleep in bases])
                     read_from = time.perf_counter()
                     ours = await tree_histories(
                         server.client,
                         f"OwnerThreadId = '{results[-1].owner}'",
                         results[-1].stopped_at,
                     )
-                    _, root_id, cancelled_at = bases[-1]
+                    _, root_id, cancelled_at, _ = bases[-1]
                     theirs = await tree_histories(
                         server.client, f"RootWorkflowId = '{root_id}'", cancelled_at
                     )
@@ -299,6 +324,19 @@ def _report(report: Report, size: int, results: list[Stopped], bases: list[float
     report.add(Figure("stop", f"tree of {size}: stop to last close (server) p50", last_close, "s"))
     if walk := results[-1].walk_closed:
         report.add(Figure("stop", f"tree of {size}: subtree walk over closed runs", walk, "s"))
+
+
+def _report_asleep(report: Report, size: int, results: list[Stopped], bases: list[Asleep]) -> None:
+    sides = {"agentrun": [result.asleep for result in results], "baseline": bases}
+    for side, asleep in sides.items():
+        workers = percentile([a.workers for a in asleep], 50)
+        server = percentile([a.server for a in asleep], 50)
+        report.add(
+            Figure("stop", f"tree of {size} asleep: workers' CPU p50, {side}", workers, "cores")
+        )
+        report.add(
+            Figure("stop", f"tree of {size} asleep: server CPU p50, {side}", server, "cores")
+        )
 
 
 def _report_histories(report: Report, size: int, ours: Histories, theirs: Histories) -> None:
