@@ -7,12 +7,20 @@ import os
 import statistics
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Worker,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from agentrun import AgentRegistry, AgentRunPlugin
@@ -74,6 +82,28 @@ async def fresh_server(synchronous: str = "normal") -> AsyncIterator[EmbeddedSer
             yield server
 
 
+class ActivityStarts(Interceptor):
+    """Counts the activities a worker has started, by type: a scenario can wait until
+    every leaf of a tree is inside its turn, not only until visibility lists it."""
+
+    def __init__(self) -> None:
+        self.started: Counter[str] = Counter()
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        started = self.started
+
+        class Counting(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                started[activity.info().activity_type] += 1
+                return await super().execute_activity(input)
+
+        return Counting(next)
+
+
+# Both sides' workers in this process count into it.
+ACTIVITY_STARTS = ActivityStarts()
+
+
 @contextlib.asynccontextmanager
 async def agentrun_worker(
     client: Client, registry: AgentRegistry | None = None
@@ -86,7 +116,7 @@ async def agentrun_worker(
     queue = new_queue("agentrun")
     plugin = AgentRunPlugin(agents=registry or ())
     served = Client(client.service_client, namespace=client.namespace, plugins=[plugin])
-    async with Worker(served, task_queue=queue):
+    async with Worker(served, task_queue=queue, interceptors=[ACTIVITY_STARTS]):
         yield queue
 
 

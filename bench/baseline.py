@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_TASK_POLLS,
     )
     from agentrun._settings import load_settings
-    from bench._harness import shared_process_runner
+    from bench._harness import ACTIVITY_STARTS, shared_process_runner
 
 TURN_TIMEOUT = timedelta(minutes=5)
 
@@ -127,6 +127,7 @@ def baseline_worker(client: Client, queue: str) -> Worker:
         workflows=[BaselineParent, BaselineChild, BaselineTree],
         workflow_runner=shared_process_runner(),
         activities=[baseline_turn, baseline_sleep],
+        interceptors=[ACTIVITY_STARTS],
         max_concurrent_activities=load_settings().max_concurrent_turns,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,

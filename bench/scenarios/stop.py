@@ -23,7 +23,9 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowFailureError
 
 from agentrun import AgentRunClient
+from agentrun._constants import TURN_ACTIVITY
 from bench._harness import (
+    ACTIVITY_STARTS,
     QUICK,
     Figure,
     Report,
@@ -57,9 +59,9 @@ REPEATS = {10: 3, 100: 3, 300: 1}
 MAX_TURNS_ENV = "AGENTRUN_MAX_CONCURRENT_TURNS"
 MAX_OWNER_TURNS_ENV = "AGENTRUN_MAX_TURNS_PER_OWNER"
 TURN_SLOTS = "400"
-# Seconds between visibility showing every run running and the stop, on both sides: the
-# parents' last child starts and the leaves' first heartbeats settle (with one second
-# a stop of the 100 tree took 5 s in one run and 9 s in the next, on the same code).
+# Seconds between every leaf being inside its turn and the stop, on both sides: the
+# leaves' first heartbeats settle (with one second, and counted from visibility listing
+# every run, a stop of the 100 tree took 5 s in one run and 9 s in the next).
 SETTLE = 3.0
 
 
@@ -96,6 +98,18 @@ async def _wait_running(client: Client, owner: str | None, size: int, timeout: f
         if time.monotonic() > deadline:
             raise TimeoutError(f"tree of {size} did not start within {timeout}s")
         await asyncio.sleep(0.2)
+
+
+async def _wait_started(activity_type: str, count: int, timeout: float = 120) -> None:
+    """Until this process's workers have started ``count`` activities of the type since
+    ``ACTIVITY_STARTS`` was last read: every leaf inside its turn, not only listed
+    running (a run is listed from its start; its first workflow task, and its turn's
+    start, can come seconds later on a busy worker)."""
+    deadline = time.monotonic() + timeout
+    while ACTIVITY_STARTS.started[activity_type] < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} {activity_type} did not start within {timeout}s")
+        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -206,11 +220,13 @@ async def baseline_stop_once(
     the root's workflow id, the wall time of the cancel, and the cores it used asleep."""
     middles, leaves = SHAPES[size]
     fanout = [middles, leaves] if leaves else [middles]
+    started = ACTIVITY_STARTS.started["baseline_sleep"]
     handle = await client.start_workflow(
         BaselineTree.run, fanout, id=f"baseline-tree-{uuid.uuid4().hex[:8]}", task_queue=queue
     )
     built = time.perf_counter()
     await _wait_running(client, None, size)
+    await _wait_started("baseline_sleep", started + (middles * leaves or middles))
     print(f"    baseline tree of {size} running in {time.perf_counter() - built:.1f} s", flush=True)
     asleep = await settle(server_pid)
     start, wall_start = time.perf_counter(), time.time()
@@ -251,8 +267,10 @@ async def stop_once(
     by the server), and of a subtree walk over the closed runs."""
     owner = new_owner()
     built = time.perf_counter()
+    started = ACTIVITY_STARTS.started[TURN_ACTIVITY]
     root = await runs.start(owner, "scripted", tree_script(size))
     await _wait_running(runs.temporal, owner, size)
+    await _wait_started(TURN_ACTIVITY, started + size)  # every run's first turn
     print(f"    agentrun tree of {size} running in {time.perf_counter() - built:.1f} s", flush=True)
     asleep = await settle(server_pid)
     summary = await runs.summary(owner, root)
