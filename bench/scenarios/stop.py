@@ -60,9 +60,10 @@ MAX_TURNS_ENV = "AGENTRUN_MAX_CONCURRENT_TURNS"
 MAX_OWNER_TURNS_ENV = "AGENTRUN_MAX_TURNS_PER_OWNER"
 TURN_SLOTS = "400"
 # Seconds between every leaf being inside its turn and the stop, on both sides: the
-# leaves' first heartbeats settle (with one second, and counted from visibility listing
-# every run, a stop of the 100 tree took 5 s in one run and 9 s in the next).
-SETTLE = 3.0
+# leaves' first heartbeats settle. Counted from visibility listing every run instead,
+# agentrun's worker was still starting turns when the stop came (a stop of the 100
+# tree took 5 s in one run and 9 s in the next).
+SETTLE = 2.0
 
 
 def tree_script(size: int) -> str:
