@@ -149,7 +149,7 @@ async def _inprocess_latency(count: int) -> list[float]:
 
 def throughput_shape() -> tuple[int, int]:
     """(parents, background children each)."""
-    return (5, 10) if QUICK else (10, 20)
+    return (5, 10) if QUICK else (10, 15)
 
 
 async def agentrun_throughput(client: Client) -> float:

@@ -184,7 +184,7 @@ async def _alternate(
 
 async def run(report: Report) -> None:
     """Scenario 8: p50/p95 wall time of a ten-step run, sequential, alternating."""
-    count = 5 if QUICK else 20
+    count = 5 if QUICK else 15
     async with fresh_server() as server:
         plugged = await Client.connect(server.address, plugins=[PydanticAIPlugin()])
         peer_queue = new_queue("peer")

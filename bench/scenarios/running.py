@@ -39,7 +39,7 @@ PROMPT = json.dumps({"words": 1200, "every": WORD_EVERY})  # ten minutes: outliv
 WINDOW = 10.0 if QUICK else 20.0
 SAMPLE = 20  # runs whose histories are read after the window
 # The longest the scenario waits for every turn to run; then it measures what runs.
-START_TIMEOUT = 50.0
+START_TIMEOUT = 40.0
 PUBLISH_SIGNAL = "__temporal_workflow_stream_publish"
 _TICK = os.sysconf("SC_CLK_TCK")
 
