@@ -59,7 +59,7 @@ async def _baseline_once(client: Client, queue: str, request: ParentInput) -> fl
 
 async def run_latency(report: Report) -> None:
     """Scenario 1: p50/p95 of a foreground delegation, sequential runs."""
-    count = 20 if QUICK else 40
+    count = 20 if QUICK else 60
     async with fresh_server() as server:
         plain = await plain_client(server.address)
         base_queue = new_queue("baseline")
