@@ -97,7 +97,11 @@ async def test_show_says_a_turn_is_retried_with_the_providers_message_and_next_a
         shown: dict[str, Any] = json.loads(done.stdout)
         return shown
 
-    details = await eventually(shown, lambda d: d["retrying"], timeout=60, every=1)
+    # Between attempts (an attempt that runs has no next one yet).
+    def waiting(details: dict[str, Any]) -> bool:
+        return any(retry["next_attempt_at"] for retry in details["retrying"])
+
+    details = await eventually(shown, waiting, timeout=60, every=1)
     (retry,) = details["retrying"]
     assert retry["activity"] == "agent_turn" and retry["attempt"] >= 2
     assert "overloaded" in retry["error"] and retry["next_attempt_at"]
