@@ -27,6 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from agentrun._codec import EncryptionCodec, codec_from_settings, tolerant_codec
 from agentrun._constants import HEARTBEAT_THROTTLE
+from agentrun._converter import SharedPydanticPayloadConverter
 from agentrun._observability import RunMetricsInterceptor
 from agentrun._payload_guard import PayloadGuard, PayloadLimit, PayloadTooLargeError
 from agentrun._settings import AgentRunSettings, load_settings
@@ -130,6 +131,7 @@ def _data_converter(existing: DataConverter | None, settings: PayloadSettings) -
     )
     return dataclasses.replace(
         pydantic_data_converter,
+        payload_converter_class=SharedPydanticPayloadConverter,
         payload_codec=codec,
         external_storage=storage,
         failure_converter_class=failures,

@@ -13,8 +13,12 @@ from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import RawValue
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+)
 from temporalio.converter import StorageDriverStoreContext as StoreContext
 from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -32,13 +36,14 @@ from agentrun import (
     StepContext,
 )
 from agentrun._chunks import MIN_CHUNK
+from agentrun._models import TurnCheckpoint
 from agentrun._payload_guard import (
     CODEC_HEADROOM,
     PayloadLimit,
     PayloadTooLargeError,
     _ActivityOutboundGuard,
 )
-from agentrun._plugin import PayloadSettings
+from agentrun._plugin import PayloadSettings, _data_converter
 from agentrun._settings import load_settings, parse_size
 from agentrun._storage import LocalStorageDriver, StorageSettings
 from tests.conftest import registry_for_tests, server_address
@@ -349,3 +354,23 @@ async def test_a_heartbeat_is_checked_once_per_new_checkpoint_and_an_oversized_o
 
     await ActivityEnvironment().run(beats)
     assert sent == [(small,), (small,)]
+
+
+def test_every_payload_converter_a_worker_builds_shares_one_json_converter(tmp_path: Path):
+    """With external storage on, the SDK builds the payload converter again for each
+    task it serializes (an activity's start, result and heartbeats, a workflow
+    activation): each decodes with the type adapters the first one built, and encodes
+    as pydantic's converter does."""
+    converter = _data_converter(None, PayloadSettings(StorageSettings.local(tmp_path)))
+    assert converter.external_storage is not None
+    one, other = converter.payload_converter_class(), converter.payload_converter_class()
+    assert isinstance(one, CompositePayloadConverter)
+    assert isinstance(other, CompositePayloadConverter)
+    assert one is not other
+    assert one.converters[b"json/plain"] is other.converters[b"json/plain"]
+    pydantics = PydanticPayloadConverter()
+    assert list(one.converters) == list(pydantics.converters)
+    value = TurnCheckpoint(steps=3, messages=[Message(role="assistant", content="hi")])
+    [ours], [theirs] = one.to_payloads([value]), pydantics.to_payloads([value])
+    assert ours == theirs
+    assert other.from_payloads([ours], [TurnCheckpoint]) == [value]
