@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
 from temporalio import activity, client, workflow
-from temporalio.api.common.v1 import Payloads
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.common import RawValue
 from temporalio.converter import PayloadConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
@@ -114,9 +115,22 @@ class PayloadLimit:
             what: The value in words, e.g. ``The input of activity 'agent_turn'``.
             values: What is about to be sent, before conversion.
         """
-        if not values:
-            return
-        size = Payloads(payloads=self.converter.to_payloads(list(values))).ByteSize()
+        if values:
+            self._check_size(what, self.converter.to_payloads(list(values)))
+
+    def encoded(self, what: str, value: Any) -> RawValue:
+        """``value`` encoded once, checked, and wrapped so the SDK sends it as it is (a
+        ``RawValue``: no second encoding; a codec and external storage still apply).
+
+        Raises:
+            PayloadTooLargeError: it encodes to more than the limit.
+        """
+        [payload] = self.converter.to_payloads([value])
+        self._check_size(what, [payload])
+        return RawValue(payload)
+
+    def _check_size(self, what: str, payloads: Sequence[Payload]) -> None:
+        size = Payloads(payloads=payloads).ByteSize()
         if size > self.limit - CODEC_HEADROOM:
             raise PayloadTooLargeError(
                 f"{what} is {describe_size(size)}, over the {describe_size(self.limit)} "
@@ -191,9 +205,9 @@ class _ActivityInboundGuard(ActivityInboundInterceptor):
             if _GUARD_MESSAGE.search(err.message):
                 raise PayloadTooLargeError(err.message) from err
             raise
+        # Encoded here once, for the check and for the SDK, which sends it as it is.
         name = activity.info().activity_type
-        self._limit.check(f"The result of activity {name!r}", [result])
-        return result
+        return self._limit.encoded(f"The result of activity {name!r}", result)
 
 
 class _ActivityOutboundGuard(ActivityOutboundInterceptor):

