@@ -70,6 +70,7 @@ _WAIT_RETRY_STATUSES = (
     RPCStatusCode.CANCELLED,
     RPCStatusCode.FAILED_PRECONDITION,
     RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.RESOURCE_EXHAUSTED,  # the run's query buffer is full: a busy run
 )
 # A wait whose long poll comes back at once (an error, not a close) asks again after
 # a pause that doubles up to the longest: never a hot loop.

@@ -49,6 +49,8 @@ QUERY_TIMEOUT = timedelta(seconds=10)
 # in time.
 READS_AT_ONCE = 16
 _NO_ANSWER = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+# Seconds before a query the run's full query buffer refused is asked again.
+_BUSY_PAUSE = 0.2
 _NO_STATE = (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT)
 T = TypeVar("T")
 
@@ -159,6 +161,11 @@ class RunReader:
                     return None
                 if _no_poller(err):
                     raise self._no_answer(err, run_id, name) from None
+                if err.status == RPCStatusCode.RESOURCE_EXHAUSTED and attempt < attempts:
+                    # The run's buffer of queries waiting on its workflow task is full
+                    # (a busy run, many readers): asked again a moment later.
+                    await asyncio.sleep(_BUSY_PAUSE * attempt)
+                    continue
                 if err.status not in _NO_ANSWER:
                     raise
                 # A query that lands as the run closes can go unanswered (the worker
