@@ -86,6 +86,24 @@ async def test_server_uses_the_ports_it_is_given(tmp_path: Path):
         assert info.server_version
 
 
+@linux_only
+async def test_the_server_reads_its_task_queues_faster_than_temporals_default(tmp_path: Path):
+    """Temporal reads each history task queue at most 20 times a second per shard,
+    and the dev server has one shard: at that rate every step of a run waits about
+    30 ms for the next read (BENCHMARKS.md). The server runs with agentrun's rates,
+    which the dev server accepts without checking their names: spelled as Temporal's."""
+    async with EmbeddedServer(db=tmp_path / "rates.db") as server:
+        assert server.pid is not None
+        args = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+    values = [args[i + 1] for i, arg in enumerate(args) if arg == "--dynamic-config-value"]
+    rates = dict(value.split("=") for value in values)
+    assert rates == {
+        "history.transferProcessorMaxPollRPS": "200",
+        "history.timerProcessorMaxPollRPS": "200",
+        "history.visibilityProcessorMaxPollRPS": "200",
+    }
+
+
 async def test_busy_port_is_a_clear_error(tmp_path: Path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
