@@ -63,9 +63,11 @@ _SDK_DEFAULTS: dict[str, object] = {
 def _passthrough_modules() -> tuple[str, ...]:
     """Modules the workflow sandbox shares instead of re-importing for every run.
 
-    Every module of agentrun but the workflows themselves: the models and pure
-    delegation rules the workflow uses are deterministic, and re-importing pydantic
-    models per run is slow; the workflow code is re-imported, so the sandbox checks it.
+    Every module of agentrun, the workflows too: the models, the delegation rules and
+    the workflow code are deterministic and keep no state at module level (constants
+    only). The sandbox executed the workflow modules again for every run's start, 15 ms
+    of the worker's time each (BENCHMARKS.md); ``tests/test_sandbox.py`` still runs the
+    workflow code through the strict sandbox, re-imported, so its checks apply to it.
     pydantic and pydantic_core are heavy, and side-effect free at import. beartype:
     once an MCP client is imported (its dependency ``py-key-value-aio`` installs
     ``beartype.claw``'s import hook), every module the sandbox imports is loaded through
@@ -73,11 +75,7 @@ def _passthrough_modules() -> tuple[str, ...]:
     """
     import agentrun
 
-    own = [
-        f"agentrun.{module.name}"
-        for module in pkgutil.iter_modules(agentrun.__path__)
-        if module.name != "workflows"
-    ]
+    own = [f"agentrun.{module.name}" for module in pkgutil.iter_modules(agentrun.__path__)]
     return (*own, "pydantic", "pydantic_core", "annotated_types", "beartype")
 
 
