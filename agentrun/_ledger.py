@@ -1,8 +1,8 @@
 """The runs of a tree, counted by its root: at most ``max_runs_per_tree`` in the
 tree, and no more than each ``runs`` budget of a subtree allows.
 
-Deterministic, for the ``AgentRun`` workflow (and outside the workflows package, so
-the workflow sandbox shares it instead of re-importing it for every run). Every run of
+Deterministic, for the ``AgentRun`` workflow (the workflow sandbox shares it, as it
+shares every module of agentrun: agentrun/_plugin.py). Every run of
 a tree that starts children asks the root first: the root itself in its own code, the
 others through the ``reserve_runs`` update (activities/budgets.py), one for all the
 children a turn starts at once.

@@ -478,11 +478,7 @@ class EncodedCheckpoint(RawValue):
 
 
 class ResumeChildRequest(BaseModel):
-    """Update input: resume one of this run's stopped children.
-
-    Here, with every model, not beside the workflow: the sandbox re-imports workflow
-    modules for each run, and building a pydantic model class there costs milliseconds.
-    """
+    """Update input: resume one of this run's stopped children."""
 
     run_id: str
     prompt: str | None = None
