@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -211,10 +211,16 @@ class TurnActivities:
                 policy=policy,
                 routes=[box.route(call) for call in asked],
             )
+        # The same for every step of the turn: its policy, children and registry hold.
+        instructions = delegation_instructions(
+            policy.visible_agents, self._registry.describe, turn.children
+        )
         yielded = _Yielding()
         try:
             while not progress.checkpoint.ended:
-                step = await self._safe_step(spec, turn, progress.checkpoint, events, box)
+                step = await self._safe_step(
+                    spec, turn, progress.checkpoint, events, _Tools(box, instructions)
+                )
                 for message in step.messages:
                     events.message(message, step.usage)
                 count_tokens(spec.id, step.usage)
@@ -269,11 +275,11 @@ class TurnActivities:
         turn: TurnInput,
         checkpoint: TurnCheckpoint,
         events: _TurnEvents,
-        box: Toolbox,
+        tools: _Tools,
     ) -> Step:
         """The agent's next step; an error that retrying cannot mend becomes the run's."""
         try:
-            return await self._step(spec, turn, checkpoint, events, box)
+            return await _step(spec, turn, checkpoint, events, tools)
         except RetryableStepError:
             raise
         except Exception as err:
@@ -281,29 +287,33 @@ class TurnActivities:
             message = f"Agent '{spec.id}' failed: {type(err).__name__}: {err}"
             return Step(state=checkpoint.agent_state, error=message)
 
-    async def _step(
-        self,
-        spec: AgentSpec,
-        turn: TurnInput,
-        checkpoint: TurnCheckpoint,
-        events: _TurnEvents,
-        box: Toolbox,
-    ) -> Step:
-        policy = self._registry.policy(spec)
-        ctx = StepContext(
-            run_id=turn.run_id,
-            agent_id=turn.agent_id,
-            epoch=turn.epoch,
-            turn=turn.turn,
-            thread=[*turn.messages, *checkpoint.messages],
-            state=checkpoint.agent_state if checkpoint.steps else dict(turn.agent_state),
-            instructions=delegation_instructions(
-                policy.visible_agents, self._registry.describe, turn.children
-            ),
-            emit_text=lambda text: events.publish("text_delta", text=text),
-            tools=box.definitions,
-        )
-        return await spec.runtime.step(ctx)
+
+class _Tools(NamedTuple):
+    """What an agent's every step of a turn is given besides its thread."""
+
+    box: Toolbox
+    instructions: str
+
+
+async def _step(
+    spec: AgentSpec,
+    turn: TurnInput,
+    checkpoint: TurnCheckpoint,
+    events: _TurnEvents,
+    tools: _Tools,
+) -> Step:
+    ctx = StepContext(
+        run_id=turn.run_id,
+        agent_id=turn.agent_id,
+        epoch=turn.epoch,
+        turn=turn.turn,
+        thread=[*turn.messages, *checkpoint.messages],
+        state=checkpoint.agent_state if checkpoint.steps else dict(turn.agent_state),
+        instructions=tools.instructions,
+        emit_text=lambda text: events.publish("text_delta", text=text),
+        tools=tools.box.definitions,
+    )
+    return await spec.runtime.step(ctx)
 
 
 class _Yielding:

@@ -43,7 +43,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agentrun._constants import STOP_TREE_REASON, TEXT_MEMO
 from agentrun._delegation import not_running
-from agentrun._listing import VisibleRun, list_tree
+from agentrun._listing import VisibleRun, list_tree, list_trees
 from agentrun._models import RunSummary
 from agentrun._reading import Listing, RunReader
 from agentrun._spend import subtree_query
@@ -151,7 +151,10 @@ class TreeStop:
             raise not_running(root.run_id, root.status)
         finals = await self._wait(root.run_id, tops)
         before = {run.summary.run_id: run for run in [self._seen, *below]}
-        return await self._closed(root_id, list(before), before, finals)
+        # The trees listed before: the stop closed every run in them as stopped, and
+        # a search for trees of resumed runs would name each one.
+        roots = {run.execution.root_id or run_id for run_id, run in runs.items()}
+        return await self._closed(roots | {root_id}, list(before), before, finals)
 
     async def _cancel_downwards(self, top_id: str, below: list[VisibleRun]) -> None:
         """Cancel every open run below ``top_id``, a level at a time: a run's cancel is
@@ -228,7 +231,7 @@ class TreeStop:
 
     async def _closed(
         self,
-        root_id: str,
+        roots: set[str],
         order: list[str],
         before: dict[str, VisibleRun],
         finals: dict[str, RunSummary],
@@ -237,7 +240,7 @@ class TreeStop:
         closed, and a stopped run's memo its latest text (workflows/agent_run.py); a run
         that completed or failed has its result read, which carries its summary."""
         try:
-            now = await retried(lambda: list_tree(self._client, self._owner, root_id))
+            now = await retried(lambda: list_trees(self._client, self._owner, roots))
         except RPCError:
             now = {}
         listing = Listing(queries=False)

@@ -325,3 +325,23 @@ async def test_a_worker_polls_its_sticky_queue_twenty_ways_unless_its_owner_chos
     chosen = PollerBehaviorSimpleMaximum(maximum=8)
     theirs = Worker(served, task_queue="polls-theirs", workflow_task_poller_behavior=chosen)
     assert theirs.config(active_config=True)["workflow_task_poller_behavior"] == chosen
+
+
+async def test_stop_tree_returns_the_final_text_of_a_child_resumed_after_its_parent_closed(
+    runs: AgentRunClient, owner: str
+):
+    # The resumed child runs as a root of its own (Temporal records no parent for it):
+    # the stop still finds it, stops it and reads how it closed.
+    root = await runs.start(
+        owner, "scripted", script(run("scripted", child(LONG), background=True), LONG)
+    )
+    child_id = f"{root}.1-scripted"
+    await eventually(lambda: runs.summary(owner, child_id), lambda s: s is not None)
+    await runs.stop_tree(owner, root)
+    await runs.resume(owner, child_id, script({"say": "resumed alone"}, LONG))
+    await eventually(
+        lambda: runs.summary(owner, child_id), lambda s: s and s.assistant == "resumed alone"
+    )
+    stopped = await runs.stop_tree(owner, root)
+    assert [(s.run_id, s.status) for s in stopped] == [(root, "stopped"), (child_id, "stopped")]
+    assert stopped[1].epoch == 2 and stopped[1].assistant == "resumed alone"
