@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import time
 import uuid
 from collections import Counter
@@ -28,7 +29,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowFailureError
 
 from agentrun import AgentRunClient
-from agentrun._constants import TURN_ACTIVITY
+from agentrun._constants import HEARTBEAT_EVERY, TURN_ACTIVITY
 from bench._harness import (
     ACTIVITY_STARTS,
     QUICK,
@@ -56,10 +57,12 @@ def _delegate(prompt: object) -> dict[str, object]:
 # runs in the tree: (middle runs under the root, leaves under each middle; 0 = leaves only).
 SHAPES = {10: (9, 0), 100: (9, 10), 300: (13, 22)}
 # Stops of each tree per side: the 300 tree once (building it and its 286 heartbeating
-# leaves is most of the scenario's time), the others four times, two pairs with each
+# leaves is most of the scenario's time), the 100 tree four times, two pairs with each
 # side first (once when quick): a 100-run stop takes 4 to 6 s on either side, and with
-# three the median moved by 0.3 between runs of the same code.
-REPEATS = {10: 4, 100: 4, 300: 1}
+# three the median moved by 0.3 between runs of the same code. The 10 tree eight times:
+# its stop is a few tenths of a second, about half of it the wait for the leaves' next
+# heartbeat (``STOP_PHASE``), and one slow stop in four pairs moved their median by 0.15.
+REPEATS = {10: 8, 100: 4, 300: 1}
 # Every leaf of the 300 tree holds a turn: both workers get room for them, and the
 # tree's one owner may hold them all (by default an owner gets half the slots, and
 # the middles' turns would wait behind 200 sleeping leaves).
@@ -71,6 +74,14 @@ TURN_SLOTS = "400"
 # agentrun's worker was still starting turns when the stop came (a stop of the 100
 # tree took 5 s in one run and 9 s in the next). Three heartbeats of each leaf.
 SETTLE = 1.0
+# Then a part of a heartbeat, drawn anew for each stop: a turn sees its cancel only in
+# its next heartbeat's response, and with a fixed settle every stop came at the same
+# point of the leaves' heartbeat cycle (the tree's turns start together, and beat every
+# 0.3 s from their start), where a user's stop comes at any point of it. Measured with
+# 16 pairs of 10-run stops a side (2026-12-01 00:15 UTC): fixed, agentrun 0.22 s and the
+# baseline 0.20 s at the median, each with a few stops of 0.36 to 0.42 s (one leaf had
+# beaten just before its cancel came); drawn, 0.34 and 0.33 s.
+STOP_PHASE = random.Random(2026)
 
 
 def tree_script(size: int) -> str:
@@ -218,9 +229,10 @@ BaselineStop = tuple[float, str, float, Asleep]
 
 
 async def settle(server_pid: int | None) -> Asleep:
-    """Sleep ``SETTLE`` (every leaf is then inside its sleep); the cores used meanwhile."""
+    """Sleep ``SETTLE`` and a random part of a heartbeat (every leaf is then inside its
+    sleep, at any point of its heartbeat cycle); the cores used meanwhile."""
     start, own, served = time.perf_counter(), time.process_time(), cpu_seconds(server_pid or 0)
-    await asyncio.sleep(SETTLE)
+    await asyncio.sleep(SETTLE + STOP_PHASE.uniform(0, HEARTBEAT_EVERY))
     took = time.perf_counter() - start
     used = time.process_time() - own, cpu_seconds(server_pid or 0) - served
     return Asleep(used[0] / took, used[1] / took)
