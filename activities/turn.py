@@ -279,7 +279,7 @@ class TurnActivities:
     ) -> Step:
         """The agent's next step; an error that retrying cannot mend becomes the run's."""
         try:
-            return await _step(spec, turn, checkpoint, events, tools)
+            return await spec.runtime.step(_context(turn, checkpoint, events, tools))
         except RetryableStepError:
             raise
         except Exception as err:
@@ -295,14 +295,10 @@ class _Tools(NamedTuple):
     instructions: str
 
 
-async def _step(
-    spec: AgentSpec,
-    turn: TurnInput,
-    checkpoint: TurnCheckpoint,
-    events: _TurnEvents,
-    tools: _Tools,
-) -> Step:
-    ctx = StepContext(
+def _context(
+    turn: TurnInput, checkpoint: TurnCheckpoint, events: _TurnEvents, tools: _Tools
+) -> StepContext:
+    return StepContext(
         run_id=turn.run_id,
         agent_id=turn.agent_id,
         epoch=turn.epoch,
@@ -313,7 +309,6 @@ async def _step(
         emit_text=lambda text: events.publish("text_delta", text=text),
         tools=tools.box.definitions,
     )
-    return await spec.runtime.step(ctx)
 
 
 class _Yielding:
