@@ -22,6 +22,14 @@ from agentrun._usage import BudgetScope, BudgetStop
 
 logger = logging.getLogger(__name__)
 
+# The server's rejection of an update that the root's worker completed a workflow task
+# without taking (the task had timed out or moved meanwhile, under load; or a worker of
+# a version without the update): not the root's answer.
+UNPROCESSED_UPDATE = "UnprocessedUpdate"
+# Attempts of the activity (ASK_ROOT_RETRY's backoff, about 15 s in all) before such a
+# rejection refuses the runs, saying so.
+UNPROCESSED_ATTEMPTS = 10
+
 
 async def spent_budget(owner_thread_id: str, scopes: list[BudgetScope]) -> BudgetStop | None:
     """The first of ``scopes`` whose subtree has spent its tokens, cost or tool calls."""
@@ -63,11 +71,18 @@ async def reserve_runs(request: ReserveInput) -> RunGrant:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type == "no_runs_left":
             return RunGrant.model_validate(cause.details[0])
-        return RunGrant(refused=f"the tree's root '{request.root_run_id}' refused: {cause}")
+        message = f"the tree's root '{request.root_run_id}' refused: {cause}"
+        if _unprocessed(cause) and activity.info().attempt < UNPROCESSED_ATTEMPTS:
+            raise ApplicationError(f"{message} (asking again)") from None
+        return RunGrant(refused=message)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:  # the root has closed: so does the tree
             return RunGrant(refused=f"the tree's root '{request.root_run_id}' has closed")
         raise  # too many updates in flight at the root, say: asked again
+
+
+def _unprocessed(cause: BaseException | None) -> bool:
+    return isinstance(cause, ApplicationError) and cause.type == UNPROCESSED_UPDATE
 
 
 @activity.defn(name=STOP_FOR_BUDGET_ACTIVITY)

@@ -7,21 +7,32 @@ limits on runs.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    PollWorkflowTaskQueueRequest,
+    RespondWorkflowTaskCompletedRequest,
+)
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentrun import AgentRegistry, AgentRunClient, AgentSpec, Budget, ModelAgent, ScriptedAgent
 from agentrun._agents._registry_file import build_model
+from agentrun._models import ReserveInput, ReserveRuns
 from agentrun._plugin import AgentRunPlugin
 from agentrun._settings import AgentRunSettings
 from agentrun._usage import Usage
-from tests.conftest import server_address
+from agentrun.activities.budgets import UNPROCESSED_ATTEMPTS, reserve_runs
+from tests.conftest import agentrun_client, server_address
 from tests.fake_openai import DIG_ROUNDS, FakeOpenAI
 from tests.helpers import agentrun_cli, eventually
 
@@ -239,3 +250,51 @@ async def test_a_bad_budget_is_refused_naming_the_limit_and_the_value(
     )
     assert done.returncode == 2
     assert "cost_usd: Input should be greater than 0 (got 0.0)" in done.stderr
+
+
+async def _ignore_workflow_tasks(client: Client, queue: str) -> None:
+    """A worker that completes every workflow task of ``queue`` and takes nothing in
+    it, as a worker whose task had timed out or moved under load does: the server
+    rejects the updates those tasks carried (``UnprocessedUpdate``)."""
+    service = client.workflow_service
+    while True:
+        task = await service.poll_workflow_task_queue(
+            PollWorkflowTaskQueueRequest(
+                namespace=client.namespace, task_queue=TaskQueue(name=queue), identity="silent"
+            )
+        )
+        if task.task_token:
+            await service.respond_workflow_task_completed(
+                RespondWorkflowTaskCompletedRequest(
+                    namespace=client.namespace, task_token=task.task_token, identity="silent"
+                )
+            )
+
+
+@pytest.mark.parametrize("attempt", [1, UNPROCESSED_ATTEMPTS])
+async def test_a_request_the_root_never_took_is_asked_again_before_it_is_refused(
+    temporal: Client, owner: str, attempt: int
+):
+    queue = f"silent-{uuid.uuid4().hex[:8]}"
+    root = await temporal.start_workflow("AgentRun", id=f"root-{owner}", task_queue=queue)
+    silent = asyncio.create_task(_ignore_workflow_tasks(temporal, queue))
+    env = ActivityEnvironment(client=agentrun_client(temporal))
+    env.info = dataclasses.replace(env.info, attempt=attempt)
+    ask = ReserveInput(
+        root_run_id=root.id, request=ReserveRuns(owner_thread_id=owner, requester="r.1", count=1)
+    )
+    try:
+        if attempt < UNPROCESSED_ATTEMPTS:
+            # Not the root's answer: the activity fails this attempt, and Temporal asks again.
+            asked_again = r"refused: .*wasn't processed.*\(asking again\)$"
+            with pytest.raises(ApplicationError, match=asked_again):
+                await env.run(reserve_runs, ask)
+        else:
+            grant = await env.run(reserve_runs, ask)
+            assert grant.granted == 0 and grant.refused is not None
+            assert grant.refused.startswith(
+                f"the tree's root '{root.id}' refused: UnprocessedUpdate: "
+            )
+    finally:
+        silent.cancel()
+        await root.terminate()
