@@ -78,7 +78,7 @@ SETTLE = 1.0
 # its next heartbeat's response, and with a fixed settle every stop came at the same
 # point of the leaves' heartbeat cycle (the tree's turns start together, and beat every
 # 0.3 s from their start), where a user's stop comes at any point of it. Measured with
-# 16 pairs of 10-run stops a side (2026-12-01 00:15 UTC): fixed, agentrun 0.22 s and the
+# 16 pairs of 10-run stops a side (2026-12-01, before 00:15 UTC): fixed, agentrun 0.22 s and the
 # baseline 0.20 s at the median, each with a few stops of 0.36 to 0.42 s (one leaf had
 # beaten just before its cancel came); drawn, 0.34 and 0.33 s.
 STOP_PHASE = random.Random(2026)
