@@ -69,9 +69,20 @@ SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 # these rates; docs/deploy.md). At 200 a step waits at most 5 ms (1,000 was no faster),
 # and a busy server, whose every read takes a batch, is read at most ten times as often.
 QUEUE_POLL_RATE = 200
-DYNAMIC_CONFIG = tuple(
-    f"history.{queue}ProcessorMaxPollRPS={QUEUE_POLL_RATE}"
-    for queue in ("transfer", "timer", "visibility")
+# ``temporal server start-dev`` reads the search attributes from the database at every
+# use of one (``system.forceSearchAttributesCacheRefreshOnRead``), so that one created
+# while it runs is usable at once. agentrun's are registered before the server starts
+# (``--search-attribute``), and every run's start, status change and listing uses them:
+# the server read its cluster metadata about 250 times a second while a 100-run tree
+# stopped, and the stop took 10% longer (BENCHMARKS.md, stop). Cached as in any other
+# Temporal server, one created later is usable once the cache refreshes (docs/deploy.md).
+SEARCH_ATTRIBUTES_CACHED = "system.forceSearchAttributesCacheRefreshOnRead=false"
+DYNAMIC_CONFIG = (
+    *(
+        f"history.{queue}ProcessorMaxPollRPS={QUEUE_POLL_RATE}"
+        for queue in ("transfer", "timer", "visibility")
+    ),
+    SEARCH_ATTRIBUTES_CACHED,
 )
 
 _CLI_TYPE_NAMES = {

@@ -3,20 +3,28 @@ server per database whose Temporal process dies with it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError
 
 from agentrun._server import (
     DatabaseInUseError,
@@ -101,7 +109,90 @@ async def test_the_server_reads_its_task_queues_faster_than_temporals_default(tm
         "history.transferProcessorMaxPollRPS": "200",
         "history.timerProcessorMaxPollRPS": "200",
         "history.visibilityProcessorMaxPollRPS": "200",
+        "system.forceSearchAttributesCacheRefreshOnRead": "false",
     }
+
+
+class _MeteredServer(EmbeddedServer):
+    """The embedded server with its Prometheus metrics on a free port."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__(db=db)
+        self.metrics_port = free_ports(1)[0]
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--metrics-port", str(self.metrics_port)]
+
+    def requests(self, metric: str, operation: str) -> float:
+        """The server's count of ``metric`` (``service_requests``, ``persistence_requests``)
+        for ``operation``, as last reported (its metrics are reported each second)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        wanted = f'operation="{operation}"'
+        return sum(
+            float(line.rpartition(" ")[2])
+            for line in lines
+            if line.startswith(metric + "{") and wanted in line
+        )
+
+
+USES = 40
+# Where Temporal keeps the search attributes.
+METADATA = ("persistence_requests", "GetCurrentClusterMetadata")
+COUNTS = ("service_requests", "CountWorkflowExecutions")
+
+
+async def test_the_server_keeps_the_search_attributes_it_was_started_with(tmp_path: Path):
+    """``temporal server start-dev`` reads the search attributes from its database at
+    every use of one, so that one created meanwhile is usable at once; agentrun's are
+    registered before it starts, and every run's start, status change and listing
+    uses them. The embedded server keeps them, as any other Temporal server does."""
+    query = "OwnerThreadId='nobody' AND DelegationStatus='running'"
+    server = _MeteredServer(tmp_path / "cached.db")
+    async with server:
+        client = server.client
+        await client.count_workflows(query)
+        counted = await eventually(lambda: asyncio.to_thread(server.requests, *COUNTS), bool)
+        before = await asyncio.to_thread(server.requests, *METADATA)
+        for _ in range(USES):
+            assert (await client.count_workflows(query)).count == 0
+        await eventually(
+            lambda: asyncio.to_thread(server.requests, *COUNTS), lambda n: n >= counted + USES
+        )
+        reads = await asyncio.to_thread(server.requests, *METADATA) - before
+    # Its cache is refreshed now and then, not at every use (twice per use without it).
+    assert reads < USES / 4, f"{reads:.0f} reads of the cluster metadata for {USES} counts"
+
+
+async def test_a_search_attribute_created_while_the_server_runs_becomes_usable(tmp_path: Path):
+    """The cost of keeping them: one created later is usable once the server's cache
+    refreshes (about 2 s here; docs/deploy.md), not at once."""
+    key = SearchAttributeKey.for_keyword("ProbeCreatedLater")
+    async with EmbeddedServer(db=tmp_path / "later.db") as server:
+        client = server.client
+        [wf async for wf in client.list_workflows("OwnerThreadId='nobody'")]
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace="default",
+                search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
+            )
+        )
+
+        async def usable() -> bool:
+            try:
+                await client.start_workflow(
+                    "Anything",
+                    id=f"created-later-{uuid.uuid4().hex[:8]}",
+                    task_queue="nobody-polls",
+                    search_attributes=TypedSearchAttributes([SearchAttributePair(key, "v")]),
+                )
+            except RPCError as err:
+                assert key.name in err.message
+                return False
+            return True
+
+        await eventually(usable, bool, timeout=90)
 
 
 async def test_busy_port_is_a_clear_error(tmp_path: Path):
