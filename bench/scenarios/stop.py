@@ -57,12 +57,14 @@ def _delegate(prompt: object) -> dict[str, object]:
 # runs in the tree: (middle runs under the root, leaves under each middle; 0 = leaves only).
 SHAPES = {10: (9, 0), 100: (9, 10), 300: (13, 22)}
 # Stops of each tree per side: the 300 tree once (building it and its 286 heartbeating
-# leaves is most of the scenario's time), the 100 tree four times, two pairs with each
-# side first (once when quick): a 100-run stop takes 4 to 6 s on either side, and with
-# three the median moved by 0.3 between runs of the same code. The 10 tree eight times:
-# its stop is a few tenths of a second, about half of it the wait for the leaves' next
-# heartbeat (``STOP_PHASE``), and one slow stop in four pairs moved their median by 0.15.
-REPEATS = {10: 8, 100: 4, 300: 1}
+# leaves is most of the scenario's time), the 100 tree six times, three pairs with each
+# side first (once when quick): a 100-run stop takes 1.5 to 2.5 s on either side, and
+# the ratios of four pairs of one run spread from 0.77 to 1.23 (2026-12-01 01:40 UTC:
+# their median 1.152; six probe runs of six pairs each gave 0.96 to 1.15). The
+# 10 tree eight times: its stop is a few tenths of a second, about half of it the wait
+# for the leaves' next heartbeat (``STOP_PHASE``), and one slow stop in four pairs
+# moved their median by 0.15.
+REPEATS = {10: 8, 100: 6, 300: 1}
 # Every leaf of the 300 tree holds a turn: both workers get room for them, and the
 # tree's one owner may hold them all (by default an owner gets half the slots, and
 # the middles' turns would wait behind 200 sleeping leaves).
