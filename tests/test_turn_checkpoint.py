@@ -35,6 +35,8 @@ async def test_retry_after_the_ending_step_returns_the_checkpointed_ending(
     )
 
     environment = ActivityEnvironment(client=temporal)
+    # The worker's converter (pydantic), as the turn has it in a worker.
+    environment.payload_converter = temporal.data_converter.payload_converter
     environment.info = dataclasses.replace(
         environment.info,
         workflow_id=run_id,
