@@ -59,7 +59,7 @@ SHAPES = {10: (9, 0), 100: (9, 10), 300: (13, 22)}
 # Stops of each tree per side: the 300 tree once (building it and its 286 heartbeating
 # leaves is most of the scenario's time), the 100 tree six times, three pairs with each
 # side first (once when quick): a 100-run stop takes 1.5 to 2.5 s on either side, and
-# the ratios of four pairs of one run spread from 0.77 to 1.23 (2026-12-01 01:40 UTC:
+# the ratios of four pairs of one run spread from 0.77 to 1.23 (2026-12-01 01:09 UTC:
 # their median 1.152; six probe runs of six pairs each gave 0.96 to 1.15). The
 # 10 tree eight times: its stop is a few tenths of a second, about half of it the wait
 # for the leaves' next heartbeat (``STOP_PHASE``), and one slow stop in four pairs
